@@ -1,0 +1,208 @@
+"""The fusable leaves of VanillaNet (Chen et al. 2023): deep-training convolutions and the series activation.
+
+Each leaf has a training form and a deploy form and converts itself with ``switch_to_deploy()``: exact, idempotent,
+built from fresh parameters under ``torch.no_grad()``. The fusion math lives in :mod:`mmvanilla.models.fusion`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .fusion import fuse_conv_bn, merge_conv_1x1
+
+DEFAULT_NORM_CFG = dict(type='BN', eps=1e-6, requires_grad=True)
+
+
+def trunc_normal_init(conv: nn.Conv2d) -> nn.Conv2d:
+    """The paper's initialization: weights ~ truncated N(0, 0.02), biases 0."""
+    nn.init.trunc_normal_(conv.weight, std=0.02)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def build_fusable_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
+    """Builds the norm layer from ``norm_cfg`` and checks it can be folded into a convolution."""
+    norm = build_norm_layer(norm_cfg, channels)[1]
+    if not isinstance(norm, _BatchNorm):
+        raise ValueError(f'VanillaNet folds its norms into convolutions, so norm_cfg must be a BatchNorm type '
+                         f"(e.g. 'BN' or 'SyncBN'); got {norm_cfg.get('type')!r}")
+    return norm
+
+
+def check_act_lambda(value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f'act_lambda must lie in [0, 1] (0: full non-linearity, 1: identity), got {value}')
+    return value
+
+
+class ConvBN(nn.Module):
+    """A convolution with bias followed by an optional BatchNorm (the paper's checkpoints have both)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, norm_cfg: dict | None = DEFAULT_NORM_CFG):
+        super().__init__()
+        self.conv = trunc_normal_init(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding))
+        self.bn = build_fusable_norm(norm_cfg, out_channels) if norm_cfg is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        return self.bn(x) if self.bn is not None else x
+
+    def fused_weight_bias(self) -> tuple[Tensor, Tensor]:
+        """Weight and bias of the one convolution equal to this module in eval mode."""
+        if self.bn is None:
+            return self.conv.weight, self.conv.bias
+        return fuse_conv_bn(self.conv.weight, self.conv.bias, self.bn)
+
+
+class DeepTrainingConv(nn.Module):
+    """One VanillaNet layer under deep training: ``conv2(leaky_relu(conv1(x), lambda))``.
+
+    ``conv1`` (any kernel, maps ``in_channels -> hidden_channels``) and the 1x1 ``conv2`` (``hidden_channels ->
+    out_channels``) each carry a BatchNorm. ``lambda`` (the buffer ``act_lambda``, saved in checkpoints) goes from 0
+    (ReLU) to 1 (identity) during training; at 1 the layer is linear and ``switch_to_deploy()`` merges it into the
+    single convolution ``conv``, the deploy form.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        hidden_channels (int): Channels between the two convolutions.
+        kernel_size (int): Kernel of ``conv1``. Defaults to 1.
+        stride (int): Stride of ``conv1``. Defaults to 1.
+        padding (int): Padding of ``conv1``. Defaults to 0.
+        norm_cfg (dict): BatchNorm config of ``conv1``. Defaults to BN with eps 1e-6.
+        out_norm_cfg (dict | None): BatchNorm config of ``conv2``; None for a plain conv (the paper's
+            classifier). Defaults to ``norm_cfg``.
+        act_lambda (float): Initial lambda. Defaults to 0.
+        deploy (bool): Build the deploy form directly. Defaults to False.
+
+    Example:
+        >>> layer = DeepTrainingConv(8, 16, hidden_channels=8).eval()
+        >>> layer.set_act_lambda(1.0)
+        >>> layer.switch_to_deploy()
+        >>> layer(torch.rand(2, 8, 5, 5)).shape
+        torch.Size([2, 16, 5, 5])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, kernel_size: int = 1,
+                 stride: int = 1, padding: int = 0, norm_cfg: dict = DEFAULT_NORM_CFG,
+                 out_norm_cfg: dict | None | str = 'same', act_lambda: float = 0.0, deploy: bool = False):
+        super().__init__()
+        if out_norm_cfg == 'same':
+            out_norm_cfg = norm_cfg
+        if deploy:
+            self.conv = trunc_normal_init(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding))
+            return
+        self.conv = None
+        self.conv1 = ConvBN(in_channels, hidden_channels, kernel_size, stride, padding, norm_cfg)
+        self.conv2 = ConvBN(hidden_channels, out_channels, 1, norm_cfg=out_norm_cfg)
+        # Shape (1,) so F.prelu takes it as a shared slope: no host sync, exact leaky_relu, traceable.
+        self.register_buffer('act_lambda', torch.full((1,), check_act_lambda(act_lambda)))
+
+    @property
+    def deployed(self) -> bool:
+        return self.conv is not None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.deployed:
+            return self.conv(x)
+        return self.conv2(F.prelu(self.conv1(x), self.act_lambda))
+
+    def get_act_lambda(self) -> float:
+        return 1.0 if self.deployed else float(self.act_lambda)
+
+    def set_act_lambda(self, value: float) -> None:
+        value = check_act_lambda(value)
+        if self.deployed:
+            if value != 1.0:
+                raise RuntimeError(f'this layer is in deploy form (lambda fixed at 1); cannot set lambda={value}')
+            return
+        self.act_lambda.fill_(value)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Merges both convolutions and norms into ``self.conv``. Only exact at lambda = 1."""
+        if self.deployed:
+            return
+        lam = self.get_act_lambda()
+        if lam != 1.0:
+            raise RuntimeError(
+                f'cannot re-parameterize at lambda={lam:g}: the two convolutions merge exactly only at lambda=1. '
+                'Train until the deep-training schedule reaches 1 (DeepTrainingHook), or call '
+                'set_act_lambda(1.0) and fine-tune before converting.')
+        w1, b1 = self.conv1.fused_weight_bias()
+        w2, b2 = self.conv2.fused_weight_bias()
+        weight, bias = merge_conv_1x1(w1, b1, w2, b2)
+        src = self.conv1.conv
+        conv = nn.Conv2d(src.in_channels, weight.shape[0], src.kernel_size, src.stride, src.padding,
+                         device=weight.device, dtype=weight.dtype)
+        conv.weight = nn.Parameter(weight.detach().clone())
+        conv.bias = nn.Parameter(bias.detach().clone())
+        del self.conv1, self.conv2, self.act_lambda
+        self.conv = conv
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        lam_key = prefix + 'act_lambda'
+        if self.deployed and lam_key in state_dict:
+            lam = float(state_dict[lam_key].reshape(-1)[0])
+            raise RuntimeError(
+                f'{prefix.rstrip(".") or "layer"}: the checkpoint holds the training form (lambda={lam:g}) but the '
+                'model is in deploy form. ' + (
+                    'Convert it first with tools/reparameterize.py, or load it with deploy=False.' if lam == 1.0
+                    else 'A model with lambda < 1 cannot be re-parameterized: train it until lambda reaches 1, '
+                         'or load it with deploy=False.'))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+class SeriesActivation(nn.Module):
+    """The series informed activation: ReLU, then a depthwise ``(2n+1) x (2n+1)`` conv and BatchNorm.
+
+    In deploy form the BatchNorm is folded into the depthwise conv, which gains a bias.
+
+    Args:
+        channels (int): Channels.
+        act_num (int): n; the kernel is ``2 * act_num + 1``. Defaults to 3.
+        norm_cfg (dict): BatchNorm config. Defaults to BN with eps 1e-6.
+        deploy (bool): Build the deploy form directly. Defaults to False.
+
+    Example:
+        >>> SeriesActivation(16, act_num=2)(torch.rand(2, 16, 7, 7)).shape
+        torch.Size([2, 16, 7, 7])
+    """
+
+    def __init__(self, channels: int, act_num: int = 3, norm_cfg: dict = DEFAULT_NORM_CFG, deploy: bool = False):
+        super().__init__()
+        self.act_num = act_num
+        kernel = 2 * act_num + 1
+        self.conv = trunc_normal_init(
+            nn.Conv2d(channels, channels, kernel, padding=act_num, groups=channels, bias=deploy))
+        self.bn = None if deploy else build_fusable_norm(norm_cfg, channels)
+
+    @property
+    def deployed(self) -> bool:
+        return self.bn is None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(F.relu(x))
+        return x if self.deployed else self.bn(x)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Folds the BatchNorm into the depthwise conv."""
+        if self.deployed:
+            return
+        weight, bias = fuse_conv_bn(self.conv.weight, None, self.bn)
+        src = self.conv
+        conv = nn.Conv2d(src.in_channels, src.out_channels, src.kernel_size, padding=src.padding,
+                         groups=src.groups, device=weight.device, dtype=weight.dtype)
+        conv.weight = nn.Parameter(weight.detach().clone())
+        conv.bias = nn.Parameter(bias.detach().clone())
+        self.conv = conv
+        self.bn = None

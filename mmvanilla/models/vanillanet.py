@@ -1,0 +1,249 @@
+"""The VanillaNet backbone (Chen et al. 2023, "VanillaNet: the Power of Minimalism in Deep Learning").
+
+A 4x4/stride-4 stem, then one 1x1 convolution per block with max-pooling where a block downsamples, each followed
+by the series informed activation. No shortcuts, no attention. Every convolution is a :class:`DeepTrainingConv`,
+so the whole net trains in the deep-training form and re-parameterizes to one conv per layer.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, SeriesActivation, check_act_lambda
+
+
+def _deep(extra_blocks: int, scale: float = 1.0) -> dict:
+    """VanillaNet-7..13: the 7-layer net with ``extra_blocks`` more 2048-wide stride-1 blocks (13 has six)."""
+    widths = [512, 1024, 2048] + [2048] * extra_blocks + [4096, 4096]
+    strides = [1, 2, 2] + [1] * extra_blocks + [2, 1]
+    return dict(stem_channels=int(512 * scale), widths=[int(w * scale) for w in widths], strides=strides)
+
+
+# The one table of variants: channels of the stem and of each block, and each block's stride.
+ARCH_SETTINGS: dict[str, dict] = {
+    '5': dict(stem_channels=512, widths=[1024, 2048, 4096], strides=[2, 2, 2]),
+    '6': dict(stem_channels=512, widths=[1024, 2048, 4096, 4096], strides=[2, 2, 2, 1]),
+    **{str(7 + k): _deep(k) for k in range(7)},
+    '13_x1_5': _deep(6, scale=1.5),
+    # Stride-3 stem and adaptive max-pools to fixed sizes instead of stride-2 pools (for 224 inputs).
+    '13_x1_5_ada_pool': dict(_deep(6, scale=1.5), stem_stride=3, stem_padding=1,
+                             pool_sizes=[None, 38, 19] + [None] * 6 + [10, None]),
+}
+
+_ARCH_KEYS = {'stem_channels', 'widths', 'strides', 'stem_stride', 'stem_padding', 'pool_sizes'}
+
+
+def resolve_arch(arch: str | int | dict) -> dict:
+    """Returns a validated, complete arch dict for a variant name (e.g. ``'13'``) or a custom dict."""
+    if isinstance(arch, (str, int)):
+        if str(arch) not in ARCH_SETTINGS:
+            raise KeyError(f'unknown VanillaNet arch {arch!r}; valid names: {", ".join(ARCH_SETTINGS)} '
+                           '(or a dict with stem_channels, widths and strides)')
+        arch = ARCH_SETTINGS[str(arch)]
+    if not isinstance(arch, dict):
+        raise TypeError(f'arch must be a variant name or a dict, got {type(arch).__name__}')
+    unknown = set(arch) - _ARCH_KEYS
+    missing = {'stem_channels', 'widths', 'strides'} - set(arch)
+    if unknown or missing:
+        raise KeyError(f'custom arch: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; '
+                       f'valid keys: {sorted(_ARCH_KEYS)}')
+    arch = {**dict(stem_stride=4, stem_padding=0, pool_sizes=None), **arch}
+    widths, strides = list(arch['widths']), list(arch['strides'])
+    pool_sizes = list(arch['pool_sizes']) if arch['pool_sizes'] is not None else [None] * len(widths)
+    if len(widths) != len(strides) or len(pool_sizes) != len(widths) or not widths:
+        raise ValueError(f'custom arch: widths ({len(widths)}), strides ({len(strides)}) and pool_sizes '
+                         f'({len(pool_sizes)}) must be non-empty and of equal length, one entry per block')
+    if any(int(s) != s or s < 1 for s in strides):
+        raise ValueError(f'custom arch: strides must be integers >= 1, got {strides}')
+    if any(int(c) != c or c < 1 for c in [arch['stem_channels'], *widths]):
+        raise ValueError(f'custom arch: channels must be integers >= 1, got {arch["stem_channels"]}, {widths}')
+    arch.update(widths=widths, strides=strides, pool_sizes=pool_sizes)
+    return arch
+
+
+class VanillaBlock(nn.Module):
+    """One VanillaNet layer: deep-training conv, max-pool if the block downsamples, series activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, act_num: int,
+                 norm_cfg: dict, deploy: bool, act_lambda: float, kernel_size: int = 1, conv_stride: int = 1,
+                 padding: int = 0, pool_stride: int = 1, pool_size: int | None = None):
+        super().__init__()
+        self.layer = DeepTrainingConv(in_channels, out_channels, hidden_channels, kernel_size, conv_stride,
+                                      padding, norm_cfg, act_lambda=act_lambda, deploy=deploy)
+        if pool_size is not None:
+            self.pool = nn.AdaptiveMaxPool2d(pool_size)
+        elif pool_stride > 1:
+            self.pool = nn.MaxPool2d(pool_stride)
+        else:
+            self.pool = nn.Identity()
+        self.act = SeriesActivation(out_channels, act_num, norm_cfg, deploy=deploy)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.pool(self.layer(x)))
+
+
+@MODELS.register_module()
+class VanillaNet(BaseModule):
+    """VanillaNet backbone for detection and classification.
+
+    Stages are numbered by output stride: stage 0 is the stride-4 output (the stem and any stride-1 blocks after
+    it), stages 1, 2, 3 the outputs of the last block at each following downsampling (strides 8, 16, 32).
+
+    Args:
+        arch (str | dict): ``'5'`` ... ``'13'``, ``'13_x1_5'``, ``'13_x1_5_ada_pool'``, or a dict with
+            ``stem_channels``, ``widths`` and ``strides`` (one per block) and optionally ``stem_stride``,
+            ``stem_padding`` and ``pool_sizes`` (adaptive max-pool sizes, None where the stride applies).
+            Defaults to ``'5'``.
+        act_num (int): n of the series activation (kernel 2n+1). Defaults to 3.
+        out_indices (Sequence[int]): Stages to output. Defaults to ``(1, 2, 3)``.
+        frozen_stages (int): Stages ``0..frozen_stages`` are frozen (eval mode, no gradients); -1 freezes
+            nothing. Defaults to -1.
+        norm_eval (bool): Keep BatchNorms in eval mode while training. Defaults to False.
+        norm_cfg (dict): BatchNorm config ('BN' or 'SyncBN'). Defaults to BN with eps 1e-6.
+        act_lambda (float): Initial deep-training lambda: 0 to train from scratch, 1 to fine-tune a trained net.
+            Defaults to 0.
+        deploy (bool): Build the re-parameterized form directly. Defaults to False.
+        init_cfg (dict | list[dict] | None): mmengine init config, e.g. ``dict(type='Pretrained',
+            checkpoint=PATH)``. Defaults to None (the paper's truncated-normal initialization).
+
+    Example:
+        >>> import torch
+        >>> net = VanillaNet('13', out_indices=(0, 1, 2, 3)).eval()
+        >>> [tuple(f.shape) for f in net(torch.rand(1, 3, 224, 224))]
+        [(1, 512, 56, 56), (1, 1024, 28, 28), (1, 2048, 14, 14), (1, 4096, 7, 7)]
+    """
+
+    arch_settings = ARCH_SETTINGS
+
+    def __init__(self, arch: str | dict = '5', act_num: int = 3, out_indices: Sequence[int] = (1, 2, 3),
+                 frozen_stages: int = -1, norm_eval: bool = False, norm_cfg: dict = DEFAULT_NORM_CFG,
+                 act_lambda: float = 0.0, deploy: bool = False, init_cfg: dict | list | None = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = resolve_arch(arch)
+        if isinstance(act_num, bool) or not isinstance(act_num, int) or act_num < 0:
+            raise ValueError(f'act_num must be an integer >= 0 (the activation kernel is 2*act_num+1), '
+                             f'got {act_num!r}')
+        check_act_lambda(act_lambda)
+        self.act_num = act_num
+        self.deploy = deploy
+        self.norm_eval = norm_eval
+        common = dict(act_num=act_num, norm_cfg=norm_cfg, deploy=deploy, act_lambda=act_lambda)
+
+        stem_channels = self.arch['stem_channels']
+        self.stem = VanillaBlock(3, stem_channels, stem_channels, kernel_size=4,
+                                 conv_stride=self.arch['stem_stride'], padding=self.arch['stem_padding'], **common)
+        self.blocks = nn.ModuleList()
+        channels = [stem_channels]
+        # stage_ends[k]: index of the block whose output is stage k (-1: the stem).
+        self.stage_ends = [-1]
+        for i, (width, stride, pool_size) in enumerate(
+                zip(self.arch['widths'], self.arch['strides'], self.arch['pool_sizes'])):
+            self.blocks.append(VanillaBlock(channels[-1], width, channels[-1], pool_stride=stride,
+                                            pool_size=pool_size, **common))
+            channels.append(width)
+            if stride > 1 or pool_size is not None:
+                self.stage_ends.append(i)
+            else:
+                self.stage_ends[-1] = i
+        self.num_stages = len(self.stage_ends)
+        self.stage_channels = tuple(channels[end + 1] for end in self.stage_ends)
+
+        out_indices = tuple(out_indices)
+        bad = [i for i in out_indices if not -self.num_stages <= i < self.num_stages]
+        if not out_indices or bad:
+            raise ValueError(f'out_indices {out_indices} out of range: this arch has {self.num_stages} stages, '
+                             f'valid indices are 0..{self.num_stages - 1}')
+        self.out_indices = tuple(i % self.num_stages for i in out_indices)
+        self.out_channels = tuple(self.stage_channels[i] for i in self.out_indices)
+        if not -1 <= frozen_stages < self.num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} out of range: use -1 (nothing frozen) to '
+                             f'{self.num_stages - 1} (every stage)')
+        self.frozen_stages = frozen_stages
+        self._freeze_stages()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        x = self.stem(x)
+        outs = {}
+        if -1 in self.stage_ends:
+            outs[self.stage_ends.index(-1)] = x
+        ends = {end: k for k, end in enumerate(self.stage_ends)}
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in ends:
+                outs[ends[i]] = x
+        return tuple(outs[i] for i in self.out_indices)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.stem, *self.blocks[:self.stage_ends[self.frozen_stages] + 1]]
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'VanillaNet':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    @property
+    def act_lambda(self) -> float:
+        """The deep-training lambda (the smallest over layers; 1 in deploy form)."""
+        return min(m.get_act_lambda() for m in self.modules() if isinstance(m, DeepTrainingConv))
+
+    def set_act_lambda(self, value: float) -> None:
+        """Sets lambda of every layer: 0 is ReLU, 1 the identity (then the net can be re-parameterized)."""
+        value = check_act_lambda(value)
+        for module in self.modules():
+            if isinstance(module, DeepTrainingConv):
+                module.set_act_lambda(value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._check_checkpoint_matches(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _check_checkpoint_matches(self, state_dict: dict, prefix: str) -> None:
+        """Refuses, by name, a checkpoint of another arch or act_num before any tensor is copied."""
+        act_key = prefix + 'stem.act.conv.weight'
+        if act_key not in state_dict:
+            return
+        kernel = state_dict[act_key].shape[-1]
+        if kernel != 2 * self.act_num + 1:
+            raise ValueError(f'checkpoint has {kernel}x{kernel} activation kernels but the model has act_num='
+                             f'{self.act_num}: set act_num={(kernel - 1) // 2}')
+        widths = []
+        while prefix + f'blocks.{len(widths)}.act.conv.weight' in state_dict:
+            widths.append(state_dict[prefix + f'blocks.{len(widths)}.act.conv.weight'].shape[0])
+        found = dict(stem_channels=state_dict[act_key].shape[0], widths=widths)
+        mine = dict(stem_channels=self.arch['stem_channels'], widths=self.arch['widths'])
+        if found != mine:
+            names = [name for name, arch in ARCH_SETTINGS.items()
+                     if dict(stem_channels=arch['stem_channels'], widths=arch['widths']) == found]
+            hint = f"set arch='{names[0]}'" if names else 'set arch to a dict with these widths'
+            raise ValueError(f'checkpoint is a VanillaNet with stem {found["stem_channels"]} and {len(widths)} '
+                             f'blocks of widths {widths}, the model has stem {mine["stem_channels"]} and '
+                             f'{len(mine["widths"])} blocks of widths {mine["widths"]}: {hint}')
+
+    def switch_to_deploy(self) -> None:
+        """Re-parameterizes every layer into its deploy form. Exact; needs lambda = 1; idempotent."""
+        if self.act_lambda != 1.0:
+            raise RuntimeError(
+                f'cannot re-parameterize VanillaNet at lambda={self.act_lambda:g}: the merge is exact only at '
+                'lambda=1. Finish the deep-training schedule (DeepTrainingHook) or set_act_lambda(1.0) and '
+                'fine-tune first.')
+        leaves = [m for m in self.modules() if m is not self and hasattr(m, 'switch_to_deploy')]
+        for leaf in leaves:
+            leaf.switch_to_deploy()
+        self.deploy = True
+        self._freeze_stages()

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from mmvanilla.models import DeepTrainingConv, SeriesActivation
+
+from .test_fusion import randomized_bn
+
+
+def randomize_bns(module):
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            setattr(module, name, randomized_bn(child.num_features))
+        else:
+            randomize_bns(child)
+    return module
+
+
+@pytest.mark.parametrize('lam', [0.0, 0.3, 1.0])
+def test_deep_training_conv_is_conv_bn_leaky_relu_conv_bn(lam):
+    layer = randomize_bns(DeepTrainingConv(4, 6, hidden_channels=4)).eval()
+    layer.set_act_lambda(lam)
+    x = torch.randn(2, 4, 5, 5)
+    expected = layer.conv2(torch.nn.functional.leaky_relu(layer.conv1(x), lam))
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_deep_training_conv_switches_exactly_and_idempotently():
+    layer = randomize_bns(DeepTrainingConv(3, 8, hidden_channels=8, kernel_size=4, stride=4)).eval()
+    layer.set_act_lambda(1.0)
+    x = torch.randn(2, 3, 16, 16)
+    before = layer(x)
+    layer.switch_to_deploy()
+    layer.switch_to_deploy()
+    assert layer.deployed and set(layer.state_dict()) == {'conv.weight', 'conv.bias'}
+    torch.testing.assert_close(layer(x), before, rtol=1e-4, atol=1e-5)
+
+
+def test_deep_training_conv_refuses_to_fuse_below_lambda_one_and_keeps_its_weights():
+    layer = DeepTrainingConv(4, 4, hidden_channels=4)
+    layer.set_act_lambda(0.5)
+    keys = set(layer.state_dict())
+    with pytest.raises(RuntimeError, match=r'lambda=0\.5.*exactly only at lambda=1'):
+        layer.switch_to_deploy()
+    assert set(layer.state_dict()) == keys and not layer.deployed
+
+
+@pytest.mark.parametrize('bad', [-0.1, 1.5])
+def test_lambda_outside_zero_one_is_refused(bad):
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        DeepTrainingConv(4, 4, hidden_channels=4).set_act_lambda(bad)
+
+
+def test_switch_builds_fresh_parameters_under_no_grad():
+    layer = DeepTrainingConv(4, 4, hidden_channels=4)
+    layer.set_act_lambda(1.0)
+    old = {id(p) for p in layer.parameters()}
+    with torch.no_grad():
+        layer.switch_to_deploy()
+    assert all(p.requires_grad and id(p) not in old for p in layer.parameters())
+
+
+def test_series_activation_folds_its_bn_into_a_biased_depthwise_conv():
+    act = randomize_bns(SeriesActivation(6, act_num=2)).eval()
+    assert act.conv.kernel_size == (5, 5) and act.conv.bias is None
+    x = torch.randn(2, 6, 7, 7)
+    before = act(x)
+    act.switch_to_deploy()
+    act.switch_to_deploy()
+    assert set(act.state_dict()) == {'conv.weight', 'conv.bias'}
+    torch.testing.assert_close(act(x), before, rtol=1e-4, atol=1e-5)
+
+
+def test_norms_that_cannot_be_folded_are_refused():
+    with pytest.raises(ValueError, match="BatchNorm type.*'GN'"):
+        SeriesActivation(4, norm_cfg=dict(type='GN', num_groups=2))

@@ -1,0 +1,173 @@
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmengine.registry import DefaultScope
+
+import mmvanilla  # noqa: F401  (registers VanillaNet)
+from mmvanilla.models import ARCH_SETTINGS, VanillaNet
+
+from .test_layers import randomize_bns
+
+TINY = dict(stem_channels=8, widths=[8, 16, 16, 32, 32], strides=[1, 2, 2, 2, 1])
+
+# Deploy-form backbone parameters (act_num 3) from the paper's architectures, in millions.
+PAPER_BACKBONE_PARAMS = {'5': 11.43, '6': 28.41, '9': 37.30, '13': 54.49, '13_x1_5': 121.65}
+
+
+def count_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize('arch', list(PAPER_BACKBONE_PARAMS))
+def test_deploy_form_parameter_counts_match_the_paper(arch):
+    millions = count_params(VanillaNet(arch, deploy=True)) / 1e6
+    assert millions == pytest.approx(PAPER_BACKBONE_PARAMS[arch], rel=0.005)
+
+
+def test_every_arch_builds_from_the_registry_with_channels_doubling_per_stage():
+    for arch in ARCH_SETTINGS:
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            net = MODELS.build(dict(type='VanillaNet', arch=arch, out_indices=(0, 1, 2, 3), deploy=True))
+        scale = 1.5 if 'x1_5' in arch else 1
+        assert net.out_channels == tuple(int(c * scale) for c in (512, 1024, 2048, 4096)), arch
+
+
+def test_vanillanet13_feature_shapes_at_strides_4_8_16_32():
+    net = VanillaNet('13', out_indices=(0, 1, 2, 3), deploy=True).eval()
+    with torch.no_grad():
+        feats = net(torch.rand(1, 3, 224, 224))
+    assert isinstance(feats, tuple)
+    assert [tuple(f.shape[1:]) for f in feats] == [(512, 56, 56), (1024, 28, 28), (2048, 14, 14), (4096, 7, 7)]
+    assert net.out_channels == (512, 1024, 2048, 4096)
+
+
+def test_vanillanet5_stage0_is_the_stem_output():
+    net = VanillaNet('5', out_indices=(0, 1, 2, 3), deploy=True).eval()
+    with torch.no_grad():
+        feats = net(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape[1:]) for f in feats] == [(512, 16, 16), (1024, 8, 8), (2048, 4, 4), (4096, 2, 2)]
+
+
+def test_ada_pool_variant_uses_a_stride_3_stem_and_fixed_pool_sizes():
+    net = VanillaNet('13_x1_5_ada_pool', out_indices=(0, 1, 2, 3), deploy=True).eval()
+    with torch.no_grad():
+        feats = net(torch.rand(1, 3, 224, 224))
+    assert [tuple(f.shape[1:]) for f in feats] == [(768, 75, 75), (1536, 38, 38), (3072, 19, 19), (6144, 10, 10)]
+
+
+def test_default_out_indices_feed_retinanet_fpn():
+    net = VanillaNet(TINY).eval()
+    feats = net(torch.rand(2, 3, 64, 64))
+    assert [f.shape[1:] for f in feats] == [(16, 8, 8), (16, 4, 4), (32, 2, 2)]
+    assert net.out_channels == (16, 16, 32)
+
+
+@pytest.mark.parametrize('arch, act_num', [('5', 3), ('9', 4), ('13', 1)])
+def test_deploy_form_equals_training_form_at_lambda_one(arch, act_num):
+    torch.manual_seed(0)
+    net = randomize_bns(VanillaNet(arch, act_num=act_num, out_indices=(0, 1, 2, 3))).eval()
+    net.set_act_lambda(1.0)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        before = net(x)
+        net.switch_to_deploy()
+        after = net(x)
+    for a, b in zip(before, after):
+        assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4
+
+
+def test_converted_state_dict_loads_strictly_into_a_deploy_built_model():
+    net = VanillaNet(TINY, act_num=2, act_lambda=1.0)
+    net.switch_to_deploy()
+    built = VanillaNet(TINY, act_num=2, deploy=True)
+    built.load_state_dict(net.state_dict(), strict=True)
+    assert list(net.state_dict()) == list(built.state_dict())
+
+
+def test_switch_to_deploy_refuses_below_lambda_one_and_changes_nothing():
+    net = VanillaNet(TINY)
+    net.set_act_lambda(0.75)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(RuntimeError, match='lambda=0.75'):
+        net.switch_to_deploy()
+    after = net.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_switch_to_deploy_is_idempotent():
+    net = VanillaNet(TINY, act_lambda=1.0)
+    net.switch_to_deploy()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.switch_to_deploy()
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+def test_lambda_starts_at_zero_and_set_act_lambda_reaches_every_layer():
+    net = VanillaNet(TINY)
+    assert net.act_lambda == 0.0
+    net.set_act_lambda(0.4)
+    lambdas = [float(b) for name, b in net.named_buffers() if name.endswith('act_lambda')]
+    assert len(lambdas) == 1 + len(TINY['widths']) and lambdas == pytest.approx([0.4] * len(lambdas))
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        net.set_act_lambda(1.2)
+
+
+def test_lambda_travels_in_the_state_dict():
+    net = VanillaNet(TINY)
+    net.set_act_lambda(0.6)
+    other = VanillaNet(TINY)
+    other.load_state_dict(net.state_dict())
+    assert other.act_lambda == pytest.approx(0.6)
+
+
+def test_loading_a_training_form_checkpoint_into_a_deploy_model_is_refused():
+    trained = VanillaNet(TINY)
+    trained.set_act_lambda(0.5)
+    with pytest.raises(RuntimeError, match=r'training form \(lambda=0.5\).*train it until lambda reaches 1'):
+        VanillaNet(TINY, deploy=True).load_state_dict(trained.state_dict(), strict=False)
+
+
+def test_frozen_stages_stop_gradients_and_stay_in_eval_mode():
+    net = VanillaNet(TINY, frozen_stages=1)
+    net.train()
+    frozen = [net.stem, *net.blocks[:net.stage_ends[1] + 1]]
+    assert all(not p.requires_grad for m in frozen for p in m.parameters())
+    assert all(not m.training for m in frozen)
+    assert all(p.requires_grad for p in net.blocks[-1].parameters())
+    net.set_act_lambda(1.0)
+    net.switch_to_deploy()
+    assert all(not p.requires_grad for m in frozen for p in m.parameters())
+
+
+def test_norm_eval_keeps_batchnorms_in_eval_mode():
+    net = VanillaNet(TINY, norm_eval=True).train()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(bn.training for bn in bns)
+
+
+def test_syncbn_config_is_accepted():
+    net = VanillaNet(TINY, norm_cfg=dict(type='SyncBN', eps=1e-6))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in net.modules())
+
+
+@pytest.mark.parametrize('kwargs, error, message', [
+    (dict(arch='14'), KeyError, r"unknown VanillaNet arch '14'; valid names: 5, 6, 7"),
+    (dict(arch=dict(stem_channels=8, widths=[8, 16], strides=[2])), ValueError, 'equal length'),
+    (dict(arch=dict(stem_channels=8, widths=[8], strides=[2], depth=3)), KeyError, r"unknown keys \['depth'\]"),
+    (dict(arch=TINY, out_indices=(4,)), ValueError, r'out_indices \(4,\) out of range.*0\.\.3'),
+    (dict(arch=TINY, frozen_stages=4), ValueError, r'frozen_stages=4 out of range'),
+    (dict(arch=TINY, act_num=-1), ValueError, 'act_num must be an integer >= 0'),
+])
+def test_bad_arguments_name_the_value_and_the_valid_ones(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        VanillaNet(**kwargs)
+
+
+def test_a_checkpoint_of_another_act_num_is_refused_by_name():
+    with pytest.raises(ValueError, match='checkpoint has 9x9 activation kernels.*set act_num=4'):
+        VanillaNet(TINY, act_num=3).load_state_dict(VanillaNet(TINY, act_num=4).state_dict())
+
+
+def test_a_checkpoint_of_another_arch_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"checkpoint is a VanillaNet with stem 512 and 3 blocks.*set arch='5'"):
+        VanillaNet('6', deploy=True).load_state_dict(VanillaNet('5', deploy=True).state_dict())
