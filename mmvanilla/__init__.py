@@ -7,6 +7,7 @@ runner checkpoints through torch's ``weights_only`` loader.
 from .checkpoint import register_safe_globals
 from .engine import DeepTrainingHook, VanillaNetLayerDecayOptimWrapperConstructor
 from .models import VanillaNet
+from .models import timm_models  # noqa: F401  (registers vanillanet_5 ... with timm)
 
 __version__ = '0.1.0'
 

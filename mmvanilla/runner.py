@@ -12,10 +12,15 @@ import os.path as osp
 import sys
 import time
 
+import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 import mmvanilla  # noqa: F401  (registers VanillaNet, hooks, the checkpoint allowlist)
+
+from .models.utils import get_act_lambda
 
 
 def load_config(config: str, work_dir: str | None = None, cfg_options: dict | None = None,
@@ -29,6 +34,25 @@ def load_config(config: str, work_dir: str | None = None, cfg_options: dict | No
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def use_cpu_distributed(cfg: Config) -> None:
+    """Distributed runs without GPUs: a gloo process group, DDP without device ids, per-process BatchNorm.
+
+    mmengine's launcher calls ``torch.cuda.set_device``, defaults to NCCL and wraps with ``device_ids=[local_rank]``,
+    which DDP refuses for CPU modules; SyncBN has no CPU kernel. Does nothing with GPUs or without a launcher.
+    """
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')  # from torchrun's environment variables
+    # mmengine fills in device_ids=[local_rank] unless the config names them; as in its GPU default, buffers stay local.
+    cfg.setdefault('model_wrapper_cfg', dict(type='MMDistributedDataParallel', device_ids=None,
+                                             broadcast_buffers=False))
+    if cfg.get('sync_bn'):
+        MMLogger.get_current_instance().warning(
+            f'sync_bn={cfg.sync_bn!r} ignored: SyncBN needs GPUs; each CPU process keeps its own BatchNorm statistics')
+        cfg.sync_bn = None
 
 
 def _datasets(cfg: Config, splits: tuple[str, ...]):
@@ -83,6 +107,7 @@ def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto
     elif resume:
         cfg.resume, cfg.load_from = True, resume
     check_data(cfg, ('train', 'val'))
+    use_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return runner
@@ -99,12 +124,20 @@ def test(cfg: Config, checkpoint: str, show_dir: str | None = None, metrics_out:
             raise KeyError('--show-dir needs a visualization hook in default_hooks (mmdet configs have one)')
         vis.update(draw=True, test_out_dir=show_dir, interval=vis.get('interval', 1))
     check_data(cfg, ('test',))
+    use_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     start = time.perf_counter()
     metrics = dict(runner.test())
     seconds = time.perf_counter() - start
     metrics['wall time (s)'] = seconds
     metrics['images/s'] = len(runner.test_dataloader.dataset) / seconds
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    lam = get_act_lambda(model)
+    if lam is not None:
+        metrics['act_lambda'] = lam
+        if lam < 1.0:
+            runner.logger.warning(f'evaluated a model in mid deep-training (lambda={lam:g}): it cannot be '
+                                  're-parameterized until lambda reaches 1')
     if metrics_out:
         os.makedirs(osp.dirname(osp.abspath(metrics_out)), exist_ok=True)
         with open(metrics_out, 'w') as f:

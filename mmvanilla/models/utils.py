@@ -49,13 +49,6 @@ def set_act_lambda(model: nn.Module, value: float) -> int:
     return len(modules)
 
 
-def _module_act_lambda(module: nn.Module) -> float:
-    getter = getattr(module, 'get_act_lambda', None)
-    # VanillaNet exposes lambda as a float property; DeepTrainingConv as get_act_lambda() (its ``act_lambda``
-    # attribute is the buffer).
-    return float(getter() if callable(getter) else module.act_lambda)
-
-
 def get_act_lambda(model: nn.Module) -> float | None:
     """The deep-training lambda of ``model``: the smallest over the modules found by :func:`act_lambda_modules`.
 
@@ -68,5 +61,5 @@ def get_act_lambda(model: nn.Module) -> float | None:
     Returns:
         float | None: Lambda, or None if the model has no deep-training layers.
     """
-    values = [_module_act_lambda(module) for module in act_lambda_modules(model)]
+    values = [float(module.get_act_lambda()) for module in act_lambda_modules(model)]
     return min(values) if values else None

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, SeriesActivation, check_act_lambda
+from .official import adapt_official_state_dict
 
 
 def _deep(extra_blocks: int, scale: float = 1.0) -> dict:
@@ -197,8 +198,7 @@ class VanillaNet(BaseModule):
                     module.eval()
         return self
 
-    @property
-    def act_lambda(self) -> float:
+    def get_act_lambda(self) -> float:
         """The deep-training lambda (the smallest over layers; 1 in deploy form)."""
         return min(m.get_act_lambda() for m in self.modules() if isinstance(m, DeepTrainingConv))
 
@@ -210,6 +210,7 @@ class VanillaNet(BaseModule):
                 module.set_act_lambda(value)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        adapt_official_state_dict(state_dict, prefix, deploy=self.deploy)  # the paper's key names, form check
         self._check_checkpoint_matches(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -237,9 +238,10 @@ class VanillaNet(BaseModule):
 
     def switch_to_deploy(self) -> None:
         """Re-parameterizes every layer into its deploy form. Exact; needs lambda = 1; idempotent."""
-        if self.act_lambda != 1.0:
+        lam = self.get_act_lambda()
+        if lam != 1.0:
             raise RuntimeError(
-                f'cannot re-parameterize VanillaNet at lambda={self.act_lambda:g}: the merge is exact only at '
+                f'cannot re-parameterize VanillaNet at lambda={lam:g}: the merge is exact only at '
                 'lambda=1. Finish the deep-training schedule (DeepTrainingHook) or set_act_lambda(1.0) and '
                 'fine-tune first.')
         leaves = [m for m in self.modules() if m is not self and hasattr(m, 'switch_to_deploy')]

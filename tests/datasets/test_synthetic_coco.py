@@ -11,6 +11,8 @@ from pycocotools.coco import COCO
 
 from mmvanilla.datasets import CLASSES, generate_synthetic_coco, mask_to_polygons
 
+# pycocotools' own numpy 2 deprecation notice, not ours.
+pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
 SMALL = dict(num_train=8, num_val=4, image_size=96, seed=0)
 
 
@@ -26,7 +28,7 @@ def read_files(root):
 def test_layout_and_summary(dataset):
     assert dataset['classes'] == CLASSES == ('circle', 'square', 'triangle', 'star')
     for split, num_images in (('train', 8), ('val', 4)):
-        coco = json.loads(open(dataset[split]['ann_file']).read())
+        coco = json.loads(Path(dataset[split]['ann_file']).read_text())
         assert dataset[split]['num_images'] == len(coco['images']) == num_images
         assert dataset[split]['num_instances'] == len(coco['annotations']) >= num_images
         for image in coco['images']:

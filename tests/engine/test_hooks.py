@@ -29,6 +29,7 @@ SQRT2 = math.sqrt(2.0)
 # A tiny classifier, data set and metric; a fake runner for hook-level tests
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def tiny_vanillanet() -> VanillaNet:
     return VanillaNet(arch=dict(stem_channels=8, widths=[16], strides=[2]), act_num=1, out_indices=(1,))
 
@@ -230,7 +231,7 @@ def test_unwraps_a_model_wrapper():
     assert is_model_wrapper(wrapped)
     hook = DeepTrainingHook(decay_iters=4)
     hook.before_train_iter(fake_runner(wrapped, iter=1), batch_idx=1)
-    assert model.backbone.act_lambda == 0.25
+    assert model.backbone.get_act_lambda() == 0.25
 
 
 @pytest.mark.parametrize('update_buffers', [False, True])
@@ -264,12 +265,12 @@ def test_evaluation_during_training_uses_the_last_trained_lambda(kwargs, progres
     hook = DeepTrainingHook(**kwargs)
 
     hook.before_val_epoch(runner)
-    assert model.backbone.act_lambda == pytest.approx(expected)
+    assert model.backbone.get_act_lambda() == pytest.approx(expected)
     assert runner.message_hub.get_scalar('val/act_lambda').current() == pytest.approx(expected)
 
     model.backbone.set_act_lambda(0.9)
     hook.before_test_epoch(runner)
-    assert model.backbone.act_lambda == pytest.approx(expected)
+    assert model.backbone.get_act_lambda() == pytest.approx(expected)
     assert runner.message_hub.get_scalar('test/act_lambda').current() == pytest.approx(expected)
 
 
@@ -278,7 +279,7 @@ def test_a_test_only_run_keeps_the_checkpoint_lambda():
     model.backbone.set_act_lambda(1.0)  # as loaded from a finished checkpoint; runner.epoch would say 0
     runner = fake_runner(model, trained=False)
     DeepTrainingHook(decay_epochs=100).before_test_epoch(runner)
-    assert model.backbone.act_lambda == 1.0
+    assert model.backbone.get_act_lambda() == 1.0
     assert runner.message_hub.get_scalar('test/act_lambda').current() == 1.0
 
 

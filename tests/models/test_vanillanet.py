@@ -104,7 +104,7 @@ def test_switch_to_deploy_is_idempotent():
 
 def test_lambda_starts_at_zero_and_set_act_lambda_reaches_every_layer():
     net = VanillaNet(TINY)
-    assert net.act_lambda == 0.0
+    assert net.get_act_lambda() == 0.0
     net.set_act_lambda(0.4)
     lambdas = [float(b) for name, b in net.named_buffers() if name.endswith('act_lambda')]
     assert len(lambdas) == 1 + len(TINY['widths']) and lambdas == pytest.approx([0.4] * len(lambdas))
@@ -117,7 +117,7 @@ def test_lambda_travels_in_the_state_dict():
     net.set_act_lambda(0.6)
     other = VanillaNet(TINY)
     other.load_state_dict(net.state_dict())
-    assert other.act_lambda == pytest.approx(0.6)
+    assert other.get_act_lambda() == pytest.approx(0.6)
 
 
 def test_loading_a_training_form_checkpoint_into_a_deploy_model_is_refused():

@@ -1,0 +1,52 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.registry import DefaultScope
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One CPU thread in the test process: the tensors are tiny, and a thread pool stalls on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    """Every test starts in mmdet's registry scope, as a user's mmdet config does, whatever the last test left."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+RETINANET = str(ROOT / 'configs/retinanet_vanillanet_tiny_synthetic.py')
+
+
+def run_tool(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs ``tools/<tool>`` as a user would, from ``cwd``; returns the finished process (output captured)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / tool), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope='session')
+def tiny_detection_run(tmp_path_factory):
+    """The main job in miniature: a tiny synthetic COCO set, and RetinaNet trained on it for 2 short epochs.
+
+    Lambda is 0 in epoch 1 and 1 in epoch 2, so ``epoch_1.pth`` holds lambda 0 and ``epoch_2.pth`` lambda 1.
+    """
+    from mmvanilla.datasets import generate_synthetic_coco
+    cwd = tmp_path_factory.mktemp('run')
+    generate_synthetic_coco(cwd / 'data/synthetic_coco', num_train=16, num_val=8, seed=1)
+    proc = run_tool('train.py', RETINANET, '--work-dir', 'work', '--cfg-options', 'train_cfg.max_epochs=2',
+                    'train_cfg.val_interval=2', 'train_dataloader.batch_size=4', 'custom_hooks.0.decay_epochs=1',
+                    'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=-1',
+                    'default_hooks.logger.interval=2', cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return dict(cwd=cwd, config=RETINANET, log=proc.stdout + proc.stderr, work=cwd / 'work',
+                trained=cwd / 'work/epoch_2.pth', half_trained=cwd / 'work/epoch_1.pth')

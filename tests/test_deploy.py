@@ -1,0 +1,88 @@
+"""Re-parameterization of whole models and checkpoints (mmvanilla/deploy.py)."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+from mmvanilla.deploy import build_model, reparameterize_checkpoint, switch_to_deploy
+from mmvanilla.models.utils import get_act_lambda, set_act_lambda
+
+from .conftest import RETINANET
+from .models.test_layers import randomize_bns
+
+
+def matched(boxes_a, scores_a, labels_a, boxes_b, scores_b, labels_b):
+    """Every detection of A has one in B with the same label, score (1e-4) and box (1e-3 relative)."""
+    for box, score, label in zip(boxes_a, scores_a, labels_a):
+        same = (labels_b == label) & ((scores_b - score).abs() < 1e-4)
+        rel = ((boxes_b - box).abs() / box.abs().clamp_min(1.0)).max(dim=1).values
+        if not (same & (rel < 1e-3)).any():
+            return False
+    return True
+
+
+def test_a_trained_detector_gives_the_same_detections_in_deploy_form(tiny_detection_run):
+    cfg = Config.fromfile(RETINANET)
+    cfg.model.test_cfg.score_thr = 0.0
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = build_model(cfg).eval()
+        model.load_state_dict(torch.load(tiny_detection_run['trained'])['state_dict'])
+        cfg.test_dataloader.dataset.data_root = str(tiny_detection_run['cwd'] / 'data/synthetic_coco')
+        batch = next(iter(Runner.build_dataloader(cfg.test_dataloader)))
+        with torch.no_grad():
+            before = model.test_step(batch)
+            switch_to_deploy(model)
+            after = model.test_step(batch)
+    assert model.backbone.deploy and hasattr(model, 'neck') and hasattr(model, 'bbox_head')
+    for a, b in zip(before, after):
+        a, b = a.pred_instances, b.pred_instances
+        assert len(a) == len(b) > 0
+        # Detections at the top-k cut-off may swap with equal-scored neighbours; compare the rest.
+        keep = a.scores > a.scores.min() + 1e-4
+        assert matched(a.bboxes[keep], a.scores[keep], a.labels[keep], b.bboxes, b.scores, b.labels)
+
+
+def test_switch_to_deploy_refuses_a_detector_below_lambda_one_and_changes_nothing():
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = build_model(Config.fromfile(RETINANET))
+    set_act_lambda(model, 0.9)
+    keys = list(model.state_dict())
+    with pytest.raises(RuntimeError, match='lambda=0.9'):
+        switch_to_deploy(model)
+    assert list(model.state_dict()) == keys
+
+
+def test_switch_to_deploy_needs_vanillanet_layers():
+    with pytest.raises(ValueError, match='no VanillaNet layers'):
+        switch_to_deploy(torch.nn.Linear(2, 2))
+
+
+def test_the_tool_converts_the_ema_weights_when_the_checkpoint_has_them(tmp_path):
+    cfg = Config.fromfile(RETINANET)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model, ema = build_model(cfg), randomize_bns(build_model(cfg))
+    set_act_lambda(model, 1.0)
+    set_act_lambda(ema, 1.0)
+    ema_state = {f'module.{k}': v for k, v in ema.state_dict().items()}
+    ema_state['steps'] = torch.tensor(10)
+    torch.save(dict(state_dict=model.state_dict(), ema_state_dict=ema_state), tmp_path / 'ema.pth')
+
+    report = reparameterize_checkpoint(cfg, str(tmp_path / 'ema.pth'), str(tmp_path / 'deploy.pth'))
+    assert report['source'] == 'ema_state_dict' and report['max_rel_diff'] < 1e-4
+    expected = switch_to_deploy(ema.eval()).state_dict()
+    saved = torch.load(tmp_path / 'deploy.pth')
+    assert saved['meta']['act_lambda'] == 1.0 and saved['meta']['weights'] == 'ema_state_dict'
+    assert all(torch.allclose(saved['state_dict'][k], v) for k, v in expected.items())
+
+    report = reparameterize_checkpoint(cfg, str(tmp_path / 'ema.pth'), str(tmp_path / 'plain.pth'), use_ema=False)
+    assert report['source'] == 'state_dict'
+
+
+def test_the_lambda_of_a_checkpoint_is_recoverable(tiny_detection_run):
+    cfg = Config.fromfile(RETINANET)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = build_model(cfg)
+    for path, lam in [(tiny_detection_run['half_trained'], 0.0), (tiny_detection_run['trained'], 1.0)]:
+        model.load_state_dict(torch.load(path)['state_dict'])
+        assert get_act_lambda(model) == lam
