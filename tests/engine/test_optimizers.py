@@ -1,5 +1,4 @@
 import pytest
-import torch
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import DefaultScope
 from torch import nn
