@@ -1,5 +1,5 @@
 # The main job's instance segmenter: mask_rcnn_vanillanet13_coco.py with a small VanillaNet trained from scratch, on
-# CPU, on the synthetic shapes of tools/make_synthetic_coco.py. It overrides only what must change: the arch's size
+# CPU, on the synthetic shapes of `tools/make_synthetic_data.py coco`. It overrides only what must change: the arch
 # (and the heads' widths with it), the data, the schedule (deep training from scratch), and fewer proposals for CPU.
 # As in retinanet_vanillanet_tiny_synthetic.py: GroupNorm in the neck and mask head, and act_num=2, to train from
 # scratch in minutes on CPU.

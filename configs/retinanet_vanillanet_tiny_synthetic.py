@@ -1,5 +1,5 @@
 # The main job's detector: retinanet_vanillanet13_coco.py with a small VanillaNet trained from scratch, on CPU, on
-# the synthetic shapes of tools/make_synthetic_coco.py. It overrides only what must change: the arch's size, the
+# the synthetic shapes of tools/make_synthetic_data.py coco. It overrides only what must change: the arch's size, the
 # data, and the schedule (from scratch: deep training anneals lambda 0 -> 1, no pretrained weights, no lr decay).
 # Training from scratch in minutes also needs GroupNorm in the neck and head (unnormalized heads learn slowly from
 # scratch) and a 5x5 activation kernel (act_num=2: the 9x9 one costs twice the time on CPU for a 128-pixel image).

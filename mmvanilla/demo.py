@@ -1,8 +1,9 @@
-"""The main job: detection with VanillaNet trained from scratch on the synthetic shapes, end to end, on CPU.
+"""The main job: VanillaNet trained from scratch on synthetic shapes, end to end, on CPU.
 
-For RetinaNet, then Mask R-CNN: ``tools/train.py`` (deep training anneals lambda 0 -> 1), ``tools/test.py`` (COCO mAP
-of the training form), ``tools/reparameterize.py``, ``tools/test.py`` again on the deploy form (with a few
-visualized predictions), then one summary table. Every step runs the real command-line tool, as a user would.
+For RetinaNet, Mask R-CNN and an image classifier: ``tools/train.py`` (deep training anneals lambda 0 -> 1),
+``tools/test.py`` (COCO mAP, or top-1 / top-2 accuracy, of the training form), ``tools/reparameterize.py``,
+``tools/test.py`` again on the deploy form (with a few visualized detections), then summary tables. Every step runs
+the real command-line tool, as a user would.
 """
 from __future__ import annotations
 
@@ -15,22 +16,30 @@ from pathlib import Path
 
 from mmengine.logging import MMLogger
 
-from .datasets import generate_synthetic_coco
+from .datasets import generate_synthetic_coco, generate_synthetic_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_DRAWN = 6
 
 
-@dataclass
+DETECTION_COLUMNS = (('box mAP', 'coco/bbox_mAP'), ('box mAP50', 'coco/bbox_mAP_50'), ('mask mAP', 'coco/segm_mAP'),
+                     ('mask mAP50', 'coco/segm_mAP_50'))
+CLASSIFICATION_COLUMNS = (('top-1 %', 'accuracy/top1'), ('top-2 %', 'accuracy/top2'))
+
+
+@dataclass(frozen=True)
 class Job:
     name: str
     config: str
-    metrics: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]  # (table header, key in tools/test.py's metrics)
+    vanillanet: str  # where the config's VanillaNet is: model.<vanillanet>.deploy=True builds the deploy form
+    draw: bool  # draw a few predictions of the deploy form
 
 
 JOBS = (
-    Job('RetinaNet', 'configs/retinanet_vanillanet_tiny_synthetic.py', ('bbox',)),
-    Job('Mask R-CNN', 'configs/mask_rcnn_vanillanet_tiny_synthetic.py', ('bbox', 'segm')),
+    Job('RetinaNet', 'configs/retinanet_vanillanet_tiny_synthetic.py', DETECTION_COLUMNS, 'backbone', True),
+    Job('Mask R-CNN', 'configs/mask_rcnn_vanillanet_tiny_synthetic.py', DETECTION_COLUMNS, 'backbone', True),
+    Job('Classifier', 'configs/vanillanet_tiny_synthetic_cls.py', CLASSIFICATION_COLUMNS, 'network', False),
 )
 
 
@@ -50,7 +59,7 @@ def run_job(job: Job, work_dir: Path, train_options: list[str]) -> list[dict]:
     train_time = _tool('train.py', config, '--work-dir', work_dir, *options)
     checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
     deploy_ckpt = work_dir / 'deploy.pth'
-    deploy = ['--cfg-options', 'model.backbone.deploy=True']
+    deploy = ['--cfg-options', f'model.{job.vanillanet}.deploy=True']
     rows = []
     for form, ckpt, options in (('train', checkpoint, []), ('deploy', deploy_ckpt, deploy)):
         if form == 'deploy':
@@ -60,51 +69,62 @@ def run_job(job: Job, work_dir: Path, train_options: list[str]) -> list[dict]:
               *options)
         metrics = json.loads(metrics_file.read_text())
         rows.append(dict(model=job.name, form=form, train_time=train_time if form == 'train' else None,
-                         **{f'{m} mAP': metrics.get(f'coco/{m}_mAP') for m in job.metrics},
-                         **{f'{m} mAP50': metrics.get(f'coco/{m}_mAP_50') for m in job.metrics},
+                         **{header: metrics.get(key) for header, key in job.columns},
                          images_per_s=metrics['images/s'], test_time=metrics['wall time (s)']))
-    # Drawn apart from the timed runs: mmdet draws every test image. A few images, no evaluation.
-    _tool('test.py', config, deploy_ckpt, '--work-dir', work_dir / 'draw', '--show-dir', (work_dir / 'vis').resolve(),
-          *deploy, f'test_dataloader.dataset.indices={NUM_DRAWN}', 'test_evaluator.format_only=True',
-          f'test_evaluator.outfile_prefix={work_dir.resolve() / "draw" / "predictions"}')
+    if job.draw:
+        # Drawn apart from the timed runs: mmdet draws every test image. A few images, no evaluation.
+        _tool('test.py', config, deploy_ckpt, '--work-dir', work_dir / 'draw', '--show-dir',
+              (work_dir / 'vis').resolve(), *deploy, f'test_dataloader.dataset.indices={NUM_DRAWN}',
+              'test_evaluator.format_only=True',
+              f'test_evaluator.outfile_prefix={work_dir.resolve() / "draw" / "predictions"}')
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of the summary rows; a metric that mmdet could not compute (no detection) shows '-'."""
+def format_table(rows: list[dict], columns: tuple[tuple[str, str], ...]) -> str:
+    """A Markdown table of the summary rows; a metric that could not be computed (no detection) shows '-'."""
     def num(value, fmt):
         return '-' if value is None else format(value, fmt)
-    lines = ['| model | form | box mAP | box mAP50 | mask mAP | mask mAP50 | train time | test time | test images/s |',
-             '|---|---|---|---|---|---|---|---|---|']
+    headers = [header for header, _ in columns]
+    lines = ['| model | form | ' + ' | '.join(headers) + ' | train time | test time | test images/s |',
+             '|---|---|' + '---|' * (len(headers) + 3)]
     for r in rows:
-        lines.append(f'| {r["model"]} | {r["form"]} | {num(r.get("bbox mAP"), ".3f")} | '
-                     f'{num(r.get("bbox mAP50"), ".3f")} | {num(r.get("segm mAP"), ".3f")} | '
-                     f'{num(r.get("segm mAP50"), ".3f")} | {num(r["train_time"], ".0f")}{"" if r["train_time"] is None else " s"} | '
-                     f'{r["test_time"]:.1f} s | {r["images_per_s"]:.1f} |')
+        metrics = ' | '.join(num(r.get(h), '.1f' if h.endswith('%') else '.3f') for h in headers)
+        train_time = '-' if r['train_time'] is None else f'{r["train_time"]:.0f} s'
+        lines.append(f'| {r["model"]} | {r["form"]} | {metrics} | {train_time} | {r["test_time"]:.1f} s | '
+                     f'{r["images_per_s"]:.1f} |')
     return '\n'.join(lines)
 
 
 def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'data/synthetic_coco',
-             num_train: int = 600, num_val: int = 150, seed: int = 0, quick: bool = False) -> list[dict]:
+             num_train: int = 600, num_val: int = 150, seed: int = 0, quick: bool = False,
+             cls_data_root: str | Path = 'data/synthetic_imagenet') -> list[dict]:
     """Generates the data (once), runs every job, logs and returns the summary rows.
 
-    ``quick`` trains each model for 2 epochs (lambda 0, then 1) on whatever data size is given, for the tests: the
-    pipeline, not the accuracy. The data root is relative to the working directory, as the configs' ``data_root`` is.
+    ``num_train`` / ``num_val`` size the detection set; the classification set has its default size (300 / 100
+    images per class). ``quick`` trains each model for 2 epochs (lambda 0, then 1), on 4 / 2 images per class for
+    classification, for the tests: the pipeline, not the accuracy. The data roots are relative to the working
+    directory, as the configs' ``data_root`` is.
     """
     logger = MMLogger.get_instance('mmvanilla')
     start = time.perf_counter()
     summary = generate_synthetic_coco(data_root, num_train=num_train, num_val=num_val, seed=seed)
-    logger.info(f'data: {summary["train"]["num_images"]} train / {summary["val"]["num_images"]} val images of '
-                f'{", ".join(summary["classes"])} in {data_root}')
+    logger.info(f'detection data: {summary["train"]["num_images"]} train / {summary["val"]["num_images"]} val '
+                f'images of {", ".join(summary["classes"])} in {data_root}')
+    sizes = dict(num_train=4, num_val=2) if quick else {}
+    summary = generate_synthetic_image_folder(cls_data_root, seed=seed, **sizes)
+    logger.info(f'classification data: {summary["train"]["num_images"]} train / {summary["val"]["num_images"]} '
+                f'val images in {cls_data_root}')
     options = []
     if quick:
         options = ['train_cfg.max_epochs=2', 'train_cfg.val_interval=2', 'custom_hooks.0.decay_epochs=1',
                    'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1']
-    rows = []
+    rows = {}
     for job in JOBS:
         job_dir = Path(work_dir) / job.name.lower().replace(' ', '_').replace('-', '_')
-        rows.extend(run_job(job, job_dir, options))
-    table = format_table(rows)
+        rows[job] = run_job(job, job_dir, options)
+    tables = []
+    for columns in dict.fromkeys(job.columns for job in JOBS):
+        tables.append(format_table([row for job in JOBS if job.columns == columns for row in rows[job]], columns))
     logger.info(f'summary ({time.perf_counter() - start:.0f} s in all; test time and images/s: tools/test.py on the '
-                f'val split, COCO evaluation included; drawn predictions in {work_dir}/*/vis):\n{table}')
-    return rows
+                f'val split, evaluation included; drawn detections in {work_dir}/*/vis):\n' + '\n\n'.join(tables))
+    return [row for job in JOBS for row in rows[job]]

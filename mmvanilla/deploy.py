@@ -2,6 +2,8 @@
 
 Works on any model that holds VanillaNet layers: a detector (its neck and heads are kept), a classifier, a bare
 backbone. The conversion is exact only when deep training has finished (lambda = 1); otherwise it is refused.
+
+:func:`optimize_for_inference` then swaps in faster CPU inference modules with the same outputs and state dict.
 """
 from __future__ import annotations
 
@@ -37,21 +39,29 @@ def switch_to_deploy(model: nn.Module) -> nn.Module:
 
 
 def state_dict_from_checkpoint(checkpoint: dict, use_ema: bool = True) -> tuple[dict, str]:
-    """The model weights of an mmengine checkpoint: the EMA copy when present and ``use_ema``, else the model's."""
+    """The model weights of an mmengine checkpoint: the EMA ones when present and ``use_ema``, else the trained ones.
+
+    mmengine's ``EMAHook`` saves the averaged weights as ``state_dict`` (so that they deploy as they are) and the
+    trained ones, swapped out, under ``module.`` in ``ema_state_dict``.
+    """
+    if 'state_dict' not in checkpoint:
+        return checkpoint, 'the file itself'
     ema = checkpoint.get('ema_state_dict')
-    if use_ema and ema:
-        # mmengine's EMAHook saves its ExponentialMovingAverage: the averaged model under 'module.'.
-        return {k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')}, 'ema_state_dict'
-    if 'state_dict' in checkpoint:
+    if not ema:
         return checkpoint['state_dict'], 'state_dict'
-    return checkpoint, 'the file itself'
+    if use_ema:
+        return checkpoint['state_dict'], 'EMA weights (state_dict)'
+    return ({k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')},
+            'trained weights (ema_state_dict)')
 
 
 def build_model(cfg: Config, deploy: bool = False) -> nn.Module:
     """Builds ``cfg.model`` in its registry scope, without pretrained initialization."""
     cfg = copy.deepcopy(cfg)
     if deploy:
-        cfg.model.backbone.deploy = True
+        # Detectors hold VanillaNet as their backbone, ImageClassifier its network; a bare VanillaNet* model itself.
+        part = next((cfg.model[key] for key in ('backbone', 'network') if key in cfg.model), cfg.model)
+        part.deploy = True
     scope = cfg.get('default_scope', 'mmdet')
     if DefaultScope.get_current_instance() is None:
         init_default_scope(scope)
@@ -102,3 +112,136 @@ def reparameterize_checkpoint(cfg: Config, checkpoint: str, out: str, use_ema: b
     meta = dict(ckpt.get('meta', {}), act_lambda=1.0, deploy=True, converted_from=checkpoint, weights=source)
     torch.save(dict(meta=meta, state_dict=model.state_dict()), out)
     return dict(max_abs_diff=abs_diff, max_rel_diff=rel_diff, source=source, act_lambda=lam)
+
+
+class PrepackedConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that, at inference on the CPU, runs oneDNN with its weight reordered once, not per call.
+
+    PyTorch's eager convolution hands oneDNN a plain weight, which oneDNN reorders into its blocked layout at every
+    call: for VanillaNet's 4096-wide 1x1 layers at batch 1 that copy (64 MB) costs as much as the arithmetic. This
+    module keeps the reordered weight (for the last input shape seen, and re-made whenever the weight changes) and
+    calls the kernel torch's inductor uses for frozen convolutions. The arithmetic is oneDNN's, as in eager mode.
+
+    It falls back to ``nn.Conv2d.forward`` wherever the prepacked kernel does not apply: gradients wanted, a device
+    other than the CPU, a dtype other than float32, or oneDNN not built in. Its parameters are the ``weight`` and
+    ``bias`` of the convolution it was made from (shared, same names), so state dicts are unchanged. The reordered
+    copy costs as much memory again as the weight. Its outputs are channels-last tensors.
+
+    Args:
+        conv (nn.Conv2d): The convolution to take over (zero padding, numeric padding).
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, bias=conv.bias is not None, device='meta')
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.train(conv.training)
+        self._packed = None  # (key, reordered weight)
+
+    def __getstate__(self):
+        # Copies and pickles re-pack on first use: oneDNN's blocked tensors cannot be deep-copied.
+        return {**super().__getstate__(), '_packed': None}
+
+    @staticmethod
+    def applies_to(module: nn.Module) -> bool:
+        """Whether ``module`` is a plain float convolution this class can take over."""
+        return (type(module) is nn.Conv2d and module.padding_mode == 'zeros'
+                and not isinstance(module.padding, str) and torch.backends.mkldnn.is_available())
+
+    def _fast_path(self, x: torch.Tensor) -> bool:
+        return (x.device.type == 'cpu' and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)))
+
+    def _packed_weight(self, shape: torch.Size) -> torch.Tensor:
+        w = self.weight
+        # Inference tensors (made under torch.inference_mode) keep no version counter.
+        key = (w.data_ptr(), None if w.is_inference() else w._version, tuple(shape))
+        if self._packed is None or self._packed[0] != key:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape))
+            self._packed = (key, packed)
+        return self._packed[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._fast_path(x):
+            return super().forward(x)
+        bias = self.bias.detach() if self.bias is not None else None
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_weight(x.shape), bias, list(self.padding), list(self.stride), list(self.dilation),
+            self.groups, 'none', [], '')
+
+
+class StridedMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d(k)`` (stride = kernel, no padding) as a max over ``k * k`` strided views; same output.
+
+    PyTorch's CPU max-pool also computes the argmax indices, even in inference, and runs about ten times slower
+    than this on VanillaNet's 2x2 pools in NCHW layout. Max is exact, so the result is bit-identical. With
+    gradients wanted it defers to ``F.max_pool2d`` (whose gradient goes to one of tied maxima, not both).
+    """
+
+    @staticmethod
+    def applies_to(module: nn.Module) -> bool:
+        """Whether ``module`` is a non-overlapping, unpadded ``nn.MaxPool2d``."""
+        if type(module) is not nn.MaxPool2d or module.return_indices or module.ceil_mode:
+            return False
+        pair = nn.modules.utils._pair
+        return (pair(module.kernel_size) == pair(module.stride or module.kernel_size)
+                and pair(module.padding) == (0, 0) and pair(module.dilation) == (1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        kh, kw = nn.modules.utils._pair(self.kernel_size)
+        h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
+        if h == 0 or w == 0:
+            return super().forward(x)  # the input is smaller than a window: let PyTorch say so
+        rows = x[..., 0:h:kh, :w]
+        for i in range(1, kh):
+            rows = torch.maximum(rows, x[..., i:h:kh, :w])
+        out = rows[..., 0::kw]
+        for j in range(1, kw):
+            out = torch.maximum(out, rows[..., j::kw])
+        return out
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """Swaps in faster, exact inference modules, in place, and returns ``model`` (in eval mode).
+
+    Every plain ``nn.Conv2d`` with one input group (VanillaNet's 1x1 layers and stem; any other conv too) becomes a
+    :class:`PrepackedConv2d`, every non-overlapping ``nn.MaxPool2d`` a :class:`StridedMaxPool2d`. Depthwise
+    convolutions are left alone: PyTorch's own path is the fastest measured for the series activation's 7x7 kernels.
+    Outputs agree with the model's to float32 rounding (oneDNN's summation order); the state dict keeps its keys.
+    Run the model under ``torch.inference_mode()`` or ``torch.no_grad()``: with gradients wanted the new modules
+    fall back to the ordinary ones. Use it after :func:`switch_to_deploy`, for CPU inference; training is unchanged
+    but gains nothing.
+
+    Args:
+        model (nn.Module): Any model (a deploy-form VanillaNet, a classifier, a detector, a ResNet).
+
+    Returns:
+        nn.Module: ``model``, changed in place.
+
+    Example:
+        >>> from mmvanilla.models import VanillaNetClassifier
+        >>> net = VanillaNetClassifier(dict(stem_channels=8, widths=[16], strides=[2]), deploy=True).eval()
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> with torch.inference_mode():
+        ...     before = net(x)
+        ...     after = optimize_for_inference(net)(x)
+        >>> bool(torch.allclose(before, after, rtol=1e-4, atol=1e-6))
+        True
+    """
+    _swap_inference_modules(model)
+    model.eval()  # not chained: some models' train() (mmdet's ResNet) return None
+    return model
+
+
+def _swap_inference_modules(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        if PrepackedConv2d.applies_to(child) and child.groups == 1:
+            setattr(module, name, PrepackedConv2d(child))
+        elif StridedMaxPool2d.applies_to(child):
+            setattr(module, name, StridedMaxPool2d(child.kernel_size, child.stride))
+        else:
+            _swap_inference_modules(child)

@@ -85,12 +85,17 @@ def check_data(cfg: Config, splits: tuple[str, ...]) -> None:
                     f'{split} annotation file {path} not found (data_root={root!r}, ann_file={ann!r}). Put the '
                     f'dataset there (COCO: data/coco/annotations/instances_*2017.json, data/coco/*2017/), or point '
                     f'the config at it with --cfg-options {split}_dataloader.dataset.data_root=PATH')
-        img_dir = (ds.get('data_prefix') or {}).get('img')
+        prefix = ds.get('data_prefix')
+        # mmdet datasets: data_prefix=dict(img=...); ImageFolderDataset: data_prefix='train' (<class>/* below it).
+        if isinstance(prefix, str):
+            key, img_dir = 'data_prefix', prefix
+        else:
+            key, img_dir = 'data_prefix.img', (prefix or {}).get('img')
         if img_dir is not None and not osp.isdir(osp.join(root, img_dir)):
             raise FileNotFoundError(
                 f'{split} image folder {osp.join(root, img_dir)} not found (data_root={root!r}, '
-                f'data_prefix.img={img_dir!r}); fix the path with --cfg-options '
-                f'{split}_dataloader.dataset.data_prefix.img=PATH')
+                f'{key}={img_dir!r}); put the images there (ImageNet: data/imagenet/{{train,val}}/<class>/*.JPEG), '
+                f'or fix the path with --cfg-options {split}_dataloader.dataset.data_root=PATH')
 
 
 def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto_scale_lr: bool = False) -> Runner:

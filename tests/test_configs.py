@@ -9,13 +9,16 @@ import mmvanilla  # noqa: F401
 from mmvanilla.deploy import build_model
 
 CONFIGS = sorted(glob.glob('configs/*.py'))
+DETECTION = [c for c in CONFIGS if '/retinanet_' in c or '/mask_rcnn_' in c]
+CLASSIFICATION = sorted(set(CONFIGS) - set(DETECTION))
 
 
 def test_there_are_configs():
-    assert {'configs/retinanet_vanillanet13_coco.py', 'configs/mask_rcnn_vanillanet13_coco.py'} <= set(CONFIGS)
+    assert {'configs/retinanet_vanillanet13_coco.py', 'configs/mask_rcnn_vanillanet13_coco.py'} <= set(DETECTION)
+    assert 'configs/vanillanet5_imagenet.py' in CLASSIFICATION
 
 
-@pytest.mark.parametrize('path', CONFIGS)
+@pytest.mark.parametrize('path', DETECTION)
 def test_neck_in_channels_are_the_backbone_out_channels(path):
     cfg = Config.fromfile(path)
     with DefaultScope.overwrite_default_scope('mmdet'):
@@ -45,3 +48,46 @@ def test_coco_configs_follow_the_paper_recipe(name, lr, milestones, out_indices)
     assert cfg.train_dataloader.batch_size == 4 and cfg.auto_scale_lr.base_batch_size == 32
     assert cfg.sync_bn == 'torch'
     assert 'mmvanilla' in cfg.custom_imports.imports
+
+
+@pytest.mark.parametrize('path', CLASSIFICATION)
+def test_classification_configs_build_an_image_classifier_around_vanillanet(path):
+    cfg = Config.fromfile(path)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = build_model(cfg)
+    assert type(model).__name__ == 'ImageClassifier'
+    assert model.network.num_classes == cfg.model.network.num_classes
+    assert [h.type for h in cfg.custom_hooks] == ['DeepTrainingHook', 'EMAHook']
+
+
+@pytest.mark.parametrize('arch, lr, crop_pct', [('5', 3.5e-3, 0.875), ('6', 4.8e-3, 0.875), ('9', 3.5e-3, 0.875),
+                                                ('13', 3.5e-3, 0.95)])
+def test_imagenet_configs_follow_the_paper_recipe(arch, lr, crop_pct):
+    cfg = Config.fromfile(f'configs/vanillanet{arch}_imagenet.py')
+    network = cfg.model.network
+    assert (network.arch, network.num_classes, network.act_num, network.dropout) == (arch, 1000, 3, 0.05)
+    assert cfg.model.mixup == dict(mixup_alpha=0.1, cutmix_alpha=1.0) and cfg.model.label_smoothing == 0.1
+    assert cfg.model.loss.type == 'BinaryCrossEntropy'
+    assert cfg.optim_wrapper.optimizer == dict(type='Lamb', lr=lr, weight_decay=0.35)
+    assert cfg.optim_wrapper.paramwise_cfg == dict(norm_decay_mult=0.0, bias_decay_mult=0.0)
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.end, cosine.type, cosine.end) == ('LinearLR', 5, 'CosineAnnealingLR', 300)
+    assert cfg.train_cfg.max_epochs == 300 and cfg.custom_hooks[0] == dict(type='DeepTrainingHook', decay_epochs=100)
+    assert cfg.custom_hooks[1].momentum == 1e-4  # EMA decay 0.9999
+    train = cfg.train_dataloader
+    assert train.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 1024 and train.drop_last
+    assert train.dataset.transform.auto_augment == 'rand-m7-mstd0.5-inc1'
+    assert train.dataset.transform.color_jitter == 0.4
+    assert cfg.test_dataloader.dataset.transform.crop_pct == crop_pct
+    assert cfg.test_evaluator == dict(type='Accuracy', topk=(1, 5))
+
+
+def test_the_imagenet_config_builds_lamb_without_decay_on_norms_and_biases():
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile('configs/vanillanet_tiny_synthetic_cls.py')
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = build_model(cfg)
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert type(wrapper.optimizer).__name__ == 'Lamb'
+    decays = {p.ndim: group['weight_decay'] for group in wrapper.optimizer.param_groups for p in group['params']}
+    assert decays[1] == 0.0 and decays[4] == cfg.optim_wrapper.optimizer.weight_decay

@@ -1,7 +1,11 @@
 """Re-parameterization of whole models and checkpoints (mmvanilla/deploy.py)."""
+import copy
+
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import EMAHook
+from mmengine.model import ExponentialMovingAverage
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
@@ -61,22 +65,28 @@ def test_switch_to_deploy_needs_vanillanet_layers():
 def test_the_tool_converts_the_ema_weights_when_the_checkpoint_has_them(tmp_path):
     cfg = Config.fromfile(RETINANET)
     with DefaultScope.overwrite_default_scope('mmdet'):
-        model, ema = build_model(cfg), randomize_bns(build_model(cfg))
+        model = build_model(cfg)
     set_act_lambda(model, 1.0)
-    set_act_lambda(ema, 1.0)
-    ema_state = {f'module.{k}': v for k, v in ema.state_dict().items()}
-    ema_state['steps'] = torch.tensor(10)
-    torch.save(dict(state_dict=model.state_dict(), ema_state_dict=ema_state), tmp_path / 'ema.pth')
+    ema_hook = EMAHook()
+    ema_hook.ema_model = ExponentialMovingAverage(model)
+    randomize_bns(ema_hook.ema_model.module)  # the average differs from the trained weights
+    # Saved as mmengine's runner saves it: EMAHook swaps the averaged weights into state_dict.
+    checkpoint = dict(state_dict=model.state_dict())
+    ema_hook.before_save_checkpoint(None, checkpoint)
+    torch.save(checkpoint, tmp_path / 'ema.pth')
 
     report = reparameterize_checkpoint(cfg, str(tmp_path / 'ema.pth'), str(tmp_path / 'deploy.pth'))
-    assert report['source'] == 'ema_state_dict' and report['max_rel_diff'] < 1e-4
-    expected = switch_to_deploy(ema.eval()).state_dict()
+    assert report['source'] == 'EMA weights (state_dict)' and report['max_rel_diff'] < 1e-4
+    expected = switch_to_deploy(copy.deepcopy(ema_hook.ema_model.module).eval()).state_dict()
     saved = torch.load(tmp_path / 'deploy.pth')
-    assert saved['meta']['act_lambda'] == 1.0 and saved['meta']['weights'] == 'ema_state_dict'
+    assert saved['meta']['act_lambda'] == 1.0 and saved['meta']['weights'] == 'EMA weights (state_dict)'
     assert all(torch.allclose(saved['state_dict'][k], v) for k, v in expected.items())
 
     report = reparameterize_checkpoint(cfg, str(tmp_path / 'ema.pth'), str(tmp_path / 'plain.pth'), use_ema=False)
-    assert report['source'] == 'state_dict'
+    assert report['source'] == 'trained weights (ema_state_dict)'
+    expected = switch_to_deploy(model.eval()).state_dict()
+    saved = torch.load(tmp_path / 'plain.pth')
+    assert all(torch.allclose(saved['state_dict'][k], v) for k, v in expected.items())
 
 
 def test_the_lambda_of_a_checkpoint_is_recoverable(tiny_detection_run):

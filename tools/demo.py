@@ -1,7 +1,8 @@
-"""The main job (``make demo``): VanillaNet detectors trained from scratch on generated shapes, on CPU.
+"""The main job (``make demo``): VanillaNet detectors and a classifier trained from scratch on generated shapes, on CPU.
 
-Generates the synthetic COCO-format data, then for RetinaNet and Mask R-CNN trains with deep training, evaluates
-COCO mAP, re-parameterizes, evaluates the deploy form and draws a few predictions, and prints a summary table.
+Generates the synthetic COCO-format and image-folder data, then for RetinaNet, Mask R-CNN and an image classifier
+trains with deep training, evaluates (COCO mAP; top-1/top-2 accuracy), re-parameterizes, evaluates the deploy form
+(drawing a few detections), and prints summary tables.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/synthetic_coco] [--quick]
 """

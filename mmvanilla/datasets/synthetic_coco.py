@@ -65,29 +65,46 @@ def generate_synthetic_coco(root: str | os.PathLike, num_train: int = 600, num_v
         ValueError: If an argument is out of range.
         FileExistsError: If ``root`` holds other files or a dataset made with other arguments.
     """
-    for name, value, low in (('num_train', num_train, 0), ('num_val', num_val, 0), ('image_size', image_size, 32),
-                             ('seed', seed, 0)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+    check_integers(num_train=(num_train, 0), num_val=(num_val, 0), image_size=(image_size, 32), seed=(seed, 0))
     root = Path(root)
     meta = dict(generator='mmvanilla.datasets.synthetic_coco', format_version=_FORMAT_VERSION, classes=list(CLASSES),
                 num_train=int(num_train), num_val=int(num_val), image_size=int(image_size), seed=int(seed))
-    if not _holds_dataset(root, meta):
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private
-            for split_id, (split, num) in enumerate((('train', num_train), ('val', num_val))):
-                _write_split(tmp, split, split_id, num, image_size, seed)
-            (tmp / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
-            try:
-                tmp.rename(root)  # atomic; replaces only a missing or empty root
-            except OSError:
-                if not _holds_dataset(root, meta):  # not another process having just written the same dataset
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def write(out: Path) -> None:
+        for split_id, (split, num) in enumerate((('train', num_train), ('val', num_val))):
+            _write_split(out, split, split_id, num, image_size, seed)
+
+    write_once(root, meta, write)
     return _summary(root)
+
+
+def check_integers(**values: tuple) -> None:
+    """Raises ValueError unless every ``name=(value, low)`` has an integer ``value >= low``."""
+    for name, (value, low) in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+
+
+def write_once(root: Path, meta: dict, write) -> None:
+    """Makes ``root`` with ``write(tmp_dir)`` and a ``meta.json`` of ``meta``, unless it already holds that dataset.
+
+    The files are written to a temporary directory next to ``root`` and renamed into place, so ``root`` never holds
+    a partial dataset.
+    """
+    if _holds_dataset(root, meta):
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        write(tmp)
+        (tmp / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
+        try:
+            tmp.rename(root)  # atomic; replaces only a missing or empty root
+        except OSError:
+            if not _holds_dataset(root, meta):  # not another process having just written the same dataset
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _holds_dataset(root: Path, meta: dict) -> bool:
@@ -188,15 +205,20 @@ def _render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list
         owner = trial
         labels.append(label)
         areas.append(int(mask.sum()))
-    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.6)  # soften the aliased edges a little, as a camera would
+    return _camera(rng, canvas), [(label, owner == j) for j, label in enumerate(labels)]
+
+
+def _camera(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """The drawn float canvas as a photo: slightly blurred (softer aliased edges), noisy, uint8."""
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.6)
     canvas += rng.normal(0, rng.uniform(2, 8), canvas.shape).astype(np.float32)
-    image = np.clip(canvas, 0, 255).round().astype(np.uint8)
-    return image, [(label, owner == j) for j, label in enumerate(labels)]
+    return np.clip(canvas, 0, 255).round().astype(np.uint8)
 
 
-def _shape_mask(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
+def _shape_mask(rng: np.random.Generator, label: int, size: int,
+                size_range: tuple[float, float] = _SIZE_RANGE) -> np.ndarray:
     points, inner = _SHAPES[CLASSES[label]]
-    radius = rng.uniform(*_SIZE_RANGE) * size / 2
+    radius = rng.uniform(*size_range) * size / 2
     center = rng.uniform(radius, size - radius, 2)
     corners = points if inner is None else 2 * points
     angles = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(corners) / corners

@@ -3,15 +3,20 @@
 The stem is layer 0, backbone block ``i`` is layer ``i // 2 + 1``, and everything else (neck, heads) is layer
 ``num_layers + 1``. A parameter of layer ``l`` gets ``lr * decay_rate ** (num_layers + 1 - l)``; norms and biases
 get no weight decay.
+
+Also registers timm's LAMB, the paper's ImageNet optimizer, as ``dict(type='Lamb', ...)`` in mmdet's ``OPTIMIZERS``.
 """
 from __future__ import annotations
 
 import re
 
-from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIMIZERS
 from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
+from timm.optim import Lamb
 from torch import nn
+
+OPTIMIZERS.register_module(module=Lamb)
 
 _BLOCK = re.compile(r'(?:^|\.)backbone\.blocks\.(\d+)\.')
 _STEM = re.compile(r'(?:^|\.)backbone\.stem\.')

@@ -29,6 +29,8 @@ class VanillaNetClassifier(BaseModule):
         act_lambda (float): Initial deep-training lambda of every layer. Defaults to 0.
         norm_cfg (dict): BatchNorm config. Defaults to BN with eps 1e-6.
         deploy (bool): Build the re-parameterized form directly. Defaults to False.
+        head_hidden_channels (int | None): Hidden width of the head; None for ``num_classes``, the paper's (see
+            :class:`VanillaHead`). Defaults to None.
         init_cfg (dict | list[dict] | None): mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=PATH)``. Defaults to None.
 
@@ -40,14 +42,16 @@ class VanillaNetClassifier(BaseModule):
 
     def __init__(self, arch: str | dict = '5', num_classes: int = 1000, act_num: int = 3, dropout: float = 0.0,
                  act_lambda: float = 0.0, norm_cfg: dict = DEFAULT_NORM_CFG, deploy: bool = False,
-                 init_cfg: dict | list | None = None):
+                 head_hidden_channels: int | None = None, init_cfg: dict | list | None = None):
         super().__init__(init_cfg=init_cfg)
         self.backbone = VanillaNet(arch, act_num=act_num, out_indices=(-1,), norm_cfg=norm_cfg,
                                    act_lambda=act_lambda, deploy=deploy)
         self.num_features = self.backbone.out_channels[-1]
         self.dropout = dropout
         self.norm_cfg = norm_cfg
-        self.head = VanillaHead(self.num_features, num_classes, dropout, norm_cfg, act_lambda, deploy)
+        self.head_hidden_channels = head_hidden_channels
+        self.head = VanillaHead(self.num_features, num_classes, dropout, norm_cfg, act_lambda, deploy,
+                                head_hidden_channels)
 
     @property
     def num_classes(self) -> int:
@@ -68,7 +72,8 @@ class VanillaNetClassifier(BaseModule):
         """Replaces the head with a new one of ``num_classes`` (0: none), in the backbone's form and lambda."""
         device = next(self.backbone.parameters()).device
         head = VanillaHead(self.num_features, num_classes, self.dropout, self.norm_cfg,
-                           act_lambda=self.backbone.get_act_lambda(), deploy=self.backbone.deploy)
+                           act_lambda=self.backbone.get_act_lambda(), deploy=self.backbone.deploy,
+                           hidden_channels=self.head_hidden_channels)
         self.head = head.to(device)
 
     def get_act_lambda(self) -> float:

@@ -1,0 +1,113 @@
+"""The benchmark (mmvanilla/benchmark.py, tools/benchmark.py): what it measures and what it writes.
+
+Behaviour only, on tiny models: no assertion here is about how fast anything runs.
+"""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from mmvanilla.benchmark import (BenchmarkSettings, ModelSpec, build_benchmark_model, check_device, count_flops,
+                                 format_markdown, matmul_fn, peak_memory, quick_settings, run_benchmark, time_interleaved,
+                                 write_report)
+
+from .conftest import RETINANET, ROOT, run_tool
+
+TINY = dict(stem_channels=8, widths=[16, 32], strides=[2, 2])
+
+
+def test_flops_of_a_convolution_are_two_per_multiply_add():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.rand(2, 3, 16, 16)
+    assert count_flops(lambda: conv(x)) == 2 * (2 * 8 * 16 * 16) * (3 * 3 * 3)
+
+
+def test_deploy_form_counts_fewer_flops_than_training_form():
+    flops = {}
+    for form in ('training', 'deploy'):
+        model = build_benchmark_model(ModelSpec('tiny', 'vanillanet', form, arch=TINY))
+        x = torch.rand(1, 3, 32, 32)
+        flops[form] = count_flops(lambda: model(x))
+    assert 0 < flops['deploy'] < flops['training']
+
+
+def test_the_matmul_reference_is_a_square_fp32_matmul():
+    run, flops = matmul_fn(64)
+    out = run()
+    assert out.shape == (64, 64) and out.dtype == torch.float32 and flops == 2 * 64 ** 3
+
+
+def test_timing_alternates_the_functions_and_skips_the_warmup():
+    calls = []
+    times = time_interleaved(dict(a=lambda: calls.append('a'), b=lambda: calls.append('b')), repeats=3, warmup=1)
+    assert calls == ['a', 'b'] * 4
+    assert [len(v) for v in times.values()] == [3, 3] and all(t >= 0 for v in times.values() for t in v)
+
+
+def test_cuda_is_refused_with_a_clear_message_when_there_is_no_gpu():
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present')
+    with pytest.raises(RuntimeError, match='no CUDA GPU'):
+        check_device('cuda')
+    with pytest.raises(RuntimeError, match='no CUDA GPU'):
+        run_benchmark(quick_settings(device='cuda'))
+
+
+def test_the_tool_refuses_cuda_without_a_traceback(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present')
+    proc = run_tool('benchmark.py', '--quick', '--device', 'cuda', '--out-dir', str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and 'no CUDA GPU' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_a_run_measures_every_form_and_writes_markdown_json_and_a_png(tmp_path):
+    # A tiny RetinaNet stands in for RetinaNet VanillaNet-13 and ResNet-50; the deploy form is exported to ONNX
+    # and timed with onnxruntime.
+    settings = quick_settings(archs=[TINY], detector=True, detector_configs=[('tiny RetinaNet', RETINANET)],
+                              onnx=True, threads=1)
+    result = run_benchmark(settings)
+
+    forms = [(row['model'], row['form']) for row in result['models']]
+    assert forms == [('VanillaNet-custom', 'training'), ('VanillaNet-custom', 'deploy'),
+                     ('VanillaNet-custom', 'deploy + optimize_for_inference')]
+    for row in result['models']:
+        assert row['latency_ms'] > 0 and row['throughput'] > 0 and row['gflop'] > 0
+        assert row['matmul_share'] == pytest.approx(row['gflops_per_s'] / row['matmul_gflops'])
+    deploy = result['models'][1]
+    assert deploy['onnx_ms'] > 0 and deploy['onnx_rel_diff'] < 1e-4
+    assert result['models'][2]['gflop'] == deploy['gflop']  # counted on the plain model
+    assert [d['form'] for d in result['detectors']] == ['deploy', 'deploy + optimize_for_inference']
+    assert all(d['images_per_s'] > 0 and d['gflop'] > 0 for d in result['detectors'])
+    assert [s['form'] for s in result['train_steps']] == ['training', 'deploy']
+    assert result['environment']['threads'] == 1 and result['environment']['cpu']
+
+    paths = write_report(result, str(tmp_path / 'out'))
+    markdown = open(paths['md']).read()
+    assert markdown == format_markdown(result)
+    table = [line for line in markdown.split('## Detection')[0].splitlines() if line.startswith('| VanillaNet')]
+    assert len(table) == 3 and all(line.count('|') == 10 for line in table)
+    assert '## Detection at 64x96' in markdown and '## Training step' in markdown
+    assert 'Training form over deploy form' in markdown and '1 threads' in markdown
+    assert json.load(open(paths['json']))['models'][0]['form'] == 'training'
+    assert open(paths['png'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_peak_memory_is_measured_in_a_fresh_process_above_the_loaded_model():
+    memory = peak_memory(ModelSpec('tiny', 'vanillanet', 'deploy', arch=TINY), batch=1, size=(64, 64), threads=1)
+    assert memory['peak_mb'] >= 0 and memory['loaded_mb'] > memory['peak_mb']
+    assert 'fresh process' in memory['method']
+
+
+def test_the_tool_prints_the_table_and_writes_the_files(tmp_path):
+    proc = run_tool('benchmark.py', '--quick', '--threads', '1', '--out-dir', 'out', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '| VanillaNet-custom | deploy |' in proc.stdout and '1 threads' in proc.stdout
+    assert {p.name for p in (tmp_path / 'out').iterdir()} == {'benchmark.md', 'benchmark.json', 'benchmark.png'}
+
+
+def test_default_settings_cover_the_issue():
+    s = BenchmarkSettings()
+    assert list(s.archs) == ['5', '9', '13'] and s.image_size == 224 and s.det_size == (800, 1333)
+    assert s.references and s.detector and s.onnx and s.memory and s.train_step and s.batch > 1
+    assert str(ROOT)  # the detector configs resolve from the repository, whatever the working directory
