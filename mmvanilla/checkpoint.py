@@ -5,7 +5,9 @@ arrays and scalars inside it). Rather than turning the check off, :func:`registe
 types to torch's allowlist: resume and ``load_from`` work, and a file that pickles any other callable is refused.
 
 The paper's training script (timm / ConvNeXt style) saves its ``argparse.Namespace`` of arguments next to the weights
-(``args``); a Namespace only holds attributes, each of which must itself be allowed, so it is allowed too.
+(``args``); a Namespace only holds attributes, each of which must itself be allowed, so it is allowed too. It is
+registered under its name, ``(Namespace, 'argparse.Namespace')``: timm loads files inside
+``torch.serialization.safe_globals([Namespace])``, whose exit removes a plain ``Namespace`` entry from the list.
 
 ``HistoryBuffer`` pickles its statistic methods as ``getattr(HistoryBuffer, 'min')``. Allowing ``getattr`` itself
 would allow anything, so the unpickler's ``getattr`` is mapped to :func:`history_buffer_getattr`, which resolves
@@ -52,7 +54,8 @@ def history_buffer_getattr(obj: object, name: str) -> object:
 
 def safe_globals() -> list:
     """The types allowed in checkpoints besides torch's defaults."""
-    return [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr'), argparse.Namespace, *_numpy_safe_globals()]
+    return [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr'), (argparse.Namespace, 'argparse.Namespace'),
+            *_numpy_safe_globals()]
 
 
 def register_safe_globals() -> None:

@@ -79,5 +79,7 @@ def test_a_checkpoint_with_the_training_scripts_arguments_loads(tmp_path):
     # As the paper's timm-style script saves it: the weights, and its argparse.Namespace of arguments.
     args = argparse.Namespace(model='vanillanet_5', lr=3.5e-3, decay_epochs=100, drop=0.05)
     torch.save(dict(model=dict(w=torch.ones(2)), args=args, epoch=299), tmp_path / 'official.pth')
+    with torch.serialization.safe_globals([argparse.Namespace]):  # as timm loads files; leaving it removes its entry
+        pass
     loaded = torch.load(tmp_path / 'official.pth', weights_only=True)
     assert loaded['args'] == args and torch.equal(loaded['model']['w'], torch.ones(2))
