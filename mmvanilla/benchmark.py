@@ -380,7 +380,9 @@ def onnx_latency(model: nn.Module, image_size: int, repeats: int, warmup: int, t
         start = time.perf_counter()
         report = export_onnx(model, path, input_shape=(1, 3, image_size, image_size))
         export_s = time.perf_counter() - start
-        session = onnxruntime_session(path, threads=threads)
+        # No spinning: idle onnxruntime threads would otherwise slow the matmuls timed between its runs (by a
+        # quarter, measured here) and so inflate its share.
+        session = onnxruntime_session(path, threads=threads, spinning=False)
         name = session.get_inputs()[0].name
         x = torch.randn(1, 3, image_size, image_size).numpy()
         times = time_interleaved(dict(onnx=lambda: session.run(None, {name: x}), matmul=matmul), repeats, warmup)
@@ -485,6 +487,8 @@ def _with_rates(row: dict) -> dict:
     if row.get('gflop'):
         row['gflops_per_s'] = row['gflop'] / (row['latency_ms'] / 1e3)
         row['matmul_share'] = row['gflops_per_s'] / row['matmul_gflops']
+        if 'onnx_ms' in row:
+            row['onnx_matmul_share'] = row['gflop'] / (row['onnx_ms'] / 1e3) / row['onnx_matmul_gflops']
     return row
 
 
@@ -616,15 +620,17 @@ def format_markdown(result: dict) -> str:
         f'steps: median of {s["batch_repeats"]} after {s["batch_warmup"]}. FLOPs counted with torch.utils.flop_counter (multiply-add = 2 FLOPs).', '',
         f'## Classification at {size}x{size}', '',
         f'| Model | Form | GFLOP | Batch 1 (ms) | GFLOP/s | Share of matmul | Batch {batch} (img/s) | '
-        'onnxruntime batch 1 (ms) | Peak memory batch 1 (MB) |',
+        'onnxruntime batch 1 (ms, share) | Peak memory batch 1 (MB) |',
         '|---|---|--:|--:|--:|--:|--:|--:|--:|']
     for row in result['models']:
         share = row.get('matmul_share')
         memory = row.get('memory', {}).get('peak_mb')
+        onnx = _fmt(row.get('onnx_ms')) + (f' ({100 * row["onnx_matmul_share"]:.0f}%)'
+                                            if 'onnx_matmul_share' in row else '')
         lines.append(f'| {row["model"]} | {row["form"]} | {_fmt(row.get("gflop"), ".3g")} | '
                      f'{row["latency_ms"]:.1f} | {_fmt(row.get("gflops_per_s"), ".0f")} | '
                      f'{_fmt(share and 100 * share, ".0f")}{"%" if share else ""} | '
-                     f'{_fmt(row.get("throughput"), ".2f")} | {_fmt(row.get("onnx_ms"))} | {_fmt(memory, ".0f")} |')
+                     f'{_fmt(row.get("throughput"), ".2f")} | {onnx} | {_fmt(memory, ".0f")} |')
     speedups = deploy_speedups(result)
     if speedups:
         lines += ['', 'Training form over deploy form, batch-1 latency: ' + '; '.join(

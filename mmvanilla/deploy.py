@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
+from .models.layers import SeriesActivation
 from .models.utils import act_lambda_modules, get_act_lambda
+from .models.vanillanet import VanillaBlock
 
 
 def switch_to_deploy(model: nn.Module) -> nn.Module:
@@ -129,14 +132,17 @@ class PrepackedConv2d(nn.Conv2d):
 
     Args:
         conv (nn.Conv2d): The convolution to take over (zero padding, numeric padding).
+        relu (bool): Apply a ReLU to the output, inside oneDNN's kernel (a post-op: no extra pass over the output).
+            Defaults to False.
     """
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, relu: bool = False):
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                          conv.dilation, conv.groups, bias=conv.bias is not None, device='meta')
         self.weight = conv.weight
         self.bias = conv.bias
         self.train(conv.training)
+        self.relu = relu
         self._packed = None  # (key, reordered weight)
 
     def __getstate__(self):
@@ -163,13 +169,17 @@ class PrepackedConv2d(nn.Conv2d):
             self._packed = (key, packed)
         return self._packed[1]
 
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (', relu=True' if self.relu else '')
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._fast_path(x):
-            return super().forward(x)
+            out = super().forward(x)
+            return F.relu(out) if self.relu else out
         bias = self.bias.detach() if self.bias is not None else None
         return torch.ops.mkldnn._convolution_pointwise(
             x, self._packed_weight(x.shape), bias, list(self.padding), list(self.stride), list(self.dilation),
-            self.groups, 'none', [], '')
+            self.groups, 'relu' if self.relu else 'none', [], '')
 
 
 class StridedMaxPool2d(nn.MaxPool2d):
@@ -205,16 +215,40 @@ class StridedMaxPool2d(nn.MaxPool2d):
         return out
 
 
+class RectifiedSeriesActivation(nn.Module):
+    """A deploy-form series activation whose ReLU has moved into the convolution before it: the depthwise conv alone.
+
+    :func:`optimize_for_inference` makes it. In a VanillaNet block (conv, max-pool, ReLU, depthwise conv) the ReLU can
+    run before the max-pool instead, since a max of rectified values is the rectified max, exactly; it then runs
+    inside the conv's oneDNN kernel and saves a pass over the activations. The depthwise conv keeps its key
+    (``conv``), so state dicts are unchanged.
+
+    Args:
+        act (SeriesActivation): A series activation in deploy form (its BatchNorm folded).
+    """
+
+    def __init__(self, act: SeriesActivation):
+        super().__init__()
+        if not act.deployed:
+            raise ValueError('RectifiedSeriesActivation takes a deploy-form SeriesActivation; call '
+                             'switch_to_deploy() first')
+        self.conv = act.conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)  # x is already rectified
+
+
 def optimize_for_inference(model: nn.Module) -> nn.Module:
     """Swaps in faster, exact inference modules, in place, and returns ``model`` (in eval mode).
 
     Every plain ``nn.Conv2d`` with one input group (VanillaNet's 1x1 layers and stem; any other conv too) becomes a
-    :class:`PrepackedConv2d`, every non-overlapping ``nn.MaxPool2d`` a :class:`StridedMaxPool2d`. Depthwise
-    convolutions are left alone: PyTorch's own path is the fastest measured for the series activation's 7x7 kernels.
-    Outputs agree with the model's to float32 rounding (oneDNN's summation order); the state dict keeps its keys.
-    Run the model under ``torch.inference_mode()`` or ``torch.no_grad()``: with gradients wanted the new modules
-    fall back to the ordinary ones. Use it after :func:`switch_to_deploy`, for CPU inference; training is unchanged
-    but gains nothing.
+    :class:`PrepackedConv2d`, every non-overlapping ``nn.MaxPool2d`` a :class:`StridedMaxPool2d`. In each deploy-form
+    VanillaNet block the series activation's ReLU moves into the block's conv (see
+    :class:`RectifiedSeriesActivation`). Depthwise convolutions are left alone: PyTorch's own path is the fastest
+    measured for the series activation's 7x7 kernels. Outputs agree with the model's to float32 rounding (oneDNN's
+    summation order); the state dict keeps its keys. Run the model under ``torch.inference_mode()`` or
+    ``torch.no_grad()``: with gradients wanted the new modules fall back to the ordinary ones. Use it after
+    :func:`switch_to_deploy`, for CPU inference; training is unchanged but gains nothing.
 
     Args:
         model (nn.Module): Any model (a deploy-form VanillaNet, a classifier, a detector, a ResNet).
@@ -237,7 +271,20 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
     return model
 
 
+def _fuse_block_relu(block: nn.Module) -> None:
+    """Moves a deploy-form VanillaBlock's activation ReLU into its conv (before the max-pool, where it commutes)."""
+    conv = block.layer.conv if block.layer.deployed else None
+    fusable = (PrepackedConv2d.applies_to(conv) and conv.groups == 1
+               and isinstance(block.act, SeriesActivation) and block.act.deployed)
+    if not fusable:
+        return  # training form, or already optimized
+    block.layer.conv = PrepackedConv2d(conv, relu=True)
+    block.act = RectifiedSeriesActivation(block.act)
+
+
 def _swap_inference_modules(module: nn.Module) -> None:
+    if isinstance(module, VanillaBlock):
+        _fuse_block_relu(module)
     for name, child in list(module.named_children()):
         if PrepackedConv2d.applies_to(child) and child.groups == 1:
             setattr(module, name, PrepackedConv2d(child))

@@ -174,12 +174,14 @@ def deploy_copy(model: nn.Module) -> tuple[nn.Module, bool]:
     return model, lam is not None and in_training_form
 
 
-def onnxruntime_session(path: str, threads: int | None = None):
+def onnxruntime_session(path: str, threads: int | None = None, spinning: bool = True):
     """An onnxruntime CPU session for an exported file.
 
     Args:
         path (str): The ``.onnx`` file.
         threads (int | None): Intra-op threads; None for onnxruntime's default (one per core). Defaults to None.
+        spinning (bool): Let idle intra-op threads spin, waiting for work (onnxruntime's default). Turn it off when
+            other work shares the cores between runs: spinning threads slow it down. Defaults to True.
 
     Returns:
         onnxruntime.InferenceSession: The session; ``session.run(None, {session.get_inputs()[0].name: array})``.
@@ -190,6 +192,7 @@ def onnxruntime_session(path: str, threads: int | None = None):
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    options.add_session_config_entry('session.intra_op.allow_spinning', '1' if spinning else '0')
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 

@@ -76,6 +76,8 @@ def test_a_run_measures_every_form_and_writes_markdown_json_and_a_png(tmp_path):
         assert row['matmul_share'] == pytest.approx(row['gflops_per_s'] / row['matmul_gflops'])
     deploy = result['models'][1]
     assert deploy['onnx_ms'] > 0 and deploy['onnx_rel_diff'] < 1e-4
+    assert deploy['onnx_matmul_share'] == pytest.approx(
+        deploy['gflop'] / (deploy['onnx_ms'] / 1e3) / deploy['onnx_matmul_gflops'])
     assert result['models'][2]['gflop'] == deploy['gflop']  # counted on the plain model
     assert [d['form'] for d in result['detectors']] == ['deploy', 'deploy + optimize_for_inference']
     assert all(d['images_per_s'] > 0 and d['gflop'] > 0 for d in result['detectors'])
@@ -87,6 +89,7 @@ def test_a_run_measures_every_form_and_writes_markdown_json_and_a_png(tmp_path):
     assert markdown == format_markdown(result)
     table = [line for line in markdown.split('## Detection')[0].splitlines() if line.startswith('| VanillaNet')]
     assert len(table) == 3 and all(line.count('|') == 10 for line in table)
+    assert f'{deploy["onnx_ms"]:.1f} ({100 * deploy["onnx_matmul_share"]:.0f}%)' in table[1]
     assert '## Detection at 64x96' in markdown and '## Training step' in markdown
     assert 'Training form over deploy form' in markdown and '1 threads' in markdown
     assert json.load(open(paths['json']))['models'][0]['form'] == 'training'

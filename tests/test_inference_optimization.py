@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmvanilla.deploy import PrepackedConv2d, StridedMaxPool2d, optimize_for_inference
-from mmvanilla.models import VanillaNet
+from mmvanilla.deploy import PrepackedConv2d, RectifiedSeriesActivation, StridedMaxPool2d, optimize_for_inference
+from mmvanilla.models import SeriesActivation, VanillaNet
 from mmvanilla.models.classifier import VanillaNetClassifier
 
 from .models.test_layers import randomize_bns
@@ -34,8 +34,33 @@ def test_outputs_and_state_dict_are_unchanged(shape):
         assert relative_error(model(x), fast(x)) < 1e-4
     assert list(fast.state_dict()) == list(model.state_dict())
     kinds = {type(m) for m in fast.modules()}
-    assert PrepackedConv2d in kinds and StridedMaxPool2d in kinds
-    assert not any(type(m) is nn.MaxPool2d for m in fast.modules())
+    assert PrepackedConv2d in kinds and StridedMaxPool2d in kinds and RectifiedSeriesActivation in kinds
+    assert not any(type(m) in (nn.MaxPool2d, SeriesActivation) for m in fast.modules())
+
+
+def test_each_block_rectifies_inside_its_conv_and_max_pools_after():
+    model = trained_deploy_classifier()
+    fast = optimize_for_inference(copy.deepcopy(model))
+    blocks = [fast.backbone.stem, *fast.backbone.blocks]
+    assert all(b.layer.conv.relu and type(b.act) is RectifiedSeriesActivation for b in blocks)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        stem_out = fast.backbone.stem.pool(fast.backbone.stem.layer(x))
+    assert stem_out.min() == 0  # rectified before the series activation's depthwise conv
+    with torch.inference_mode():
+        again = optimize_for_inference(fast)  # a second call changes nothing
+        assert relative_error(model(x), again(x)) < 1e-4
+
+
+def test_training_form_keeps_its_series_activations():
+    model = randomize_bns(VanillaNetClassifier(ARCH, num_classes=10)).eval()
+    fast = optimize_for_inference(copy.deepcopy(model))
+    assert not any(type(m) is RectifiedSeriesActivation for m in fast.modules())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert relative_error(model(x), fast(x)) < 1e-4
+    with pytest.raises(ValueError, match='switch_to_deploy'):
+        RectifiedSeriesActivation(model.backbone.blocks[0].act)
 
 
 def test_backbone_features_of_every_stage_are_unchanged():
@@ -90,6 +115,8 @@ def test_with_gradients_the_modules_fall_back_to_the_ordinary_ones():
     expected, x.grad = x.grad, None
     fast(x).sum().backward()
     assert torch.allclose(x.grad, expected) and torch.allclose(fast.weight.grad, conv.weight.grad)
+    rectified = PrepackedConv2d(copy.deepcopy(conv), relu=True)
+    assert torch.allclose(rectified(x), torch.relu(conv(x)))
     pool_in = torch.randn(1, 2, 4, 4, requires_grad=True)
     StridedMaxPool2d(2)(pool_in).sum().backward()
     assert pool_in.grad.sum() == 2 * 2 * 2  # one gradient per window, as nn.MaxPool2d gives
