@@ -594,7 +594,6 @@ def deploy_speedups(result: dict) -> list[dict]:
             optimized = forms.get('deploy + optimize_for_inference')
             if optimized:
                 entry['training_over_optimized'] = forms['training'] / optimized
-                entry['optimized_speedup'] = forms['deploy'] / optimized
             out.append(entry)
     return out
 

@@ -8,6 +8,7 @@ backbone. The conversion is exact only when deep training has finished (lambda =
 from __future__ import annotations
 
 import copy
+import os.path as osp
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,75 @@ def _features(model: nn.Module, x: torch.Tensor):
     return out if isinstance(out, (tuple, list)) else (out,)
 
 
+#: The fix for a checkpoint saved before deep training reached lambda = 1.
+LAMBDA_FIX = ('Train until DeepTrainingHook reaches 1 (resume with a longer schedule, or set decay_epochs no larger '
+              'than the epochs trained)')
+
+
+def read_checkpoint(path: str) -> dict:
+    """The dict a checkpoint file holds (on the CPU), with errors that name the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a PyTorch checkpoint dict.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path} not found')
+    try:
+        ckpt = _load_checkpoint(path, map_location='cpu')
+    except Exception as e:  # torch.load's errors name neither the file nor the fix
+        raise ValueError(f'cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""})') from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'{path} holds a {type(ckpt).__name__}, not a checkpoint dict')
+    return ckpt
+
+
+def _is_deploy_checkpoint(checkpoint: dict, state_dict: dict, path: str) -> bool:
+    if checkpoint.get('meta', {}).get('deploy'):
+        return True
+    if any(k.endswith('layer.conv1.conv.weight') for k in state_dict):
+        return False
+    if any(k.endswith('layer.conv.weight') for k in state_dict):
+        return True
+    raise ValueError(f'{path} holds no VanillaNet layer weights (no keys like backbone.stem.layer.conv1.conv.weight '
+                     'or backbone.stem.layer.conv.weight): is it a checkpoint of this config? A checkpoint of the '
+                     'paper\'s code needs tools/convert_checkpoint.py first.')
+
+
+def _load_into_model(cfg: Config, ckpt: dict, path: str, use_ema: bool) -> tuple[nn.Module, str, bool]:
+    state_dict, source = state_dict_from_checkpoint(ckpt, use_ema)
+    deploy = _is_deploy_checkpoint(ckpt, state_dict, path)
+    model = build_model(cfg, deploy=deploy)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        raise ValueError(f'{path} ({source}, {"deploy" if deploy else "training"} form) does not fit the '
+                         f'config\'s {type(model).__name__}: {" ".join(line.strip() for line in lines[:3])[:600]} '
+                         '... Use the config the checkpoint was trained with.') from e
+    return model.eval(), source, deploy
+
+
+def load_model(cfg: Config, checkpoint: str, use_ema: bool = True) -> tuple[nn.Module, str, bool]:
+    """Builds ``cfg.model`` in the form of ``checkpoint`` (training or deploy) and loads it strictly.
+
+    Args:
+        cfg (Config): The config.
+        checkpoint (str): A runner checkpoint (training form) or one written by tools/reparameterize.py.
+        use_ema (bool): Load the EMA weights when the checkpoint has them. Defaults to True.
+
+    Returns:
+        tuple[nn.Module, str, bool]: The model (eval mode), which weights were loaded, and whether the checkpoint
+        is in deploy form.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a checkpoint of this config.
+    """
+    return _load_into_model(cfg, read_checkpoint(checkpoint), checkpoint, use_ema)
+
+
 @torch.no_grad()
 def reparameterize_checkpoint(cfg: Config, checkpoint: str, out: str, use_ema: bool = True,
                               input_size: tuple[int, int] = (256, 256), seed: int = 0) -> dict:
@@ -87,20 +157,22 @@ def reparameterize_checkpoint(cfg: Config, checkpoint: str, out: str, use_ema: b
     Returns:
         dict: ``max_abs_diff``, ``max_rel_diff`` (features on a random input, training vs deploy form), ``source``
         (which weights were converted) and ``act_lambda``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_model`; also a checkpoint already in deploy form.
+        RuntimeError: lambda < 1, or the two forms disagree (nothing is written).
     """
     logger = MMLogger.get_current_instance()
-    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
-    state_dict, source = state_dict_from_checkpoint(ckpt, use_ema)
-    model = build_model(cfg).eval()
-    model.load_state_dict(state_dict, strict=True)
+    ckpt = read_checkpoint(checkpoint)
+    model, source, deploy = _load_into_model(cfg, ckpt, checkpoint, use_ema)
+    if deploy:
+        raise ValueError(f'{checkpoint} is already in deploy form: there is nothing to convert; load it with '
+                         '--cfg-options model.backbone.deploy=True')
     lam = get_act_lambda(model)
-    if lam is None:
-        raise ValueError(f'the model of this config ({type(model).__name__}) has no VanillaNet layers')
     if lam != 1.0:
         raise RuntimeError(
             f'{checkpoint} was saved at lambda={lam:g} ({source}); re-parameterization is exact only at lambda=1. '
-            'Train until DeepTrainingHook reaches 1 (resume with a longer schedule, or set decay_epochs no larger '
-            'than the epochs trained), then convert.')
+            f'{LAMBDA_FIX}, then convert.')
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(2, 3, *input_size, generator=gen) * 2 - 1
     before = _features(model, x)

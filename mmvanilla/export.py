@@ -35,10 +35,9 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor, nn
 
-from .deploy import build_model, state_dict_from_checkpoint, switch_to_deploy
+from .deploy import LAMBDA_FIX, load_model, switch_to_deploy
 from .models.classifier import VanillaNetClassifier
 from .models.utils import get_act_lambda
 
@@ -151,8 +150,7 @@ def check_exportable(model: nn.Module) -> float | None:
     if lam is not None and lam < 1.0:
         raise RuntimeError(
             f'refusing to export a model in training form at lambda={lam:g}: only the deploy form is exported, and '
-            'the layers merge into it exactly only at lambda=1. Train until DeepTrainingHook reaches 1 (resume with '
-            'a longer schedule, or set decay_epochs no larger than the epochs trained), then export, or convert the '
+            f'the layers merge into it exactly only at lambda=1. {LAMBDA_FIX}, then export, or convert the '
             'checkpoint with tools/reparameterize.py first.')
     return lam
 
@@ -364,56 +362,6 @@ def select_part(model: nn.Module, part: str = 'auto') -> tuple[nn.Module, str]:
     if not isinstance(model, SingleStageDetector):
         raise ValueError(f'a {name} is not a single-stage mmdet detector: choose --part backbone or classifier')
     return RawDetector(model), part
-
-
-def _is_deploy_checkpoint(checkpoint: dict, state_dict: dict, path: str) -> bool:
-    if checkpoint.get('meta', {}).get('deploy'):
-        return True
-    if any(k.endswith('layer.conv1.conv.weight') for k in state_dict):
-        return False
-    if any(k.endswith('layer.conv.weight') for k in state_dict):
-        return True
-    raise ValueError(f'{path} holds no VanillaNet layer weights (no keys like backbone.stem.layer.conv1.conv.weight '
-                     'or backbone.stem.layer.conv.weight): is it a checkpoint of this config? A checkpoint of the '
-                     'paper\'s code needs tools/convert_checkpoint.py first.')
-
-
-def load_model(cfg: Config, checkpoint: str, use_ema: bool = True) -> tuple[nn.Module, str, bool]:
-    """Builds ``cfg.model`` in the form of ``checkpoint`` (training or deploy) and loads it strictly.
-
-    Args:
-        cfg (Config): The config.
-        checkpoint (str): A runner checkpoint (training form) or one written by tools/reparameterize.py.
-        use_ema (bool): Load the EMA weights when the checkpoint has them. Defaults to True.
-
-    Returns:
-        tuple[nn.Module, str, bool]: The model (eval mode), which weights were loaded, and whether the checkpoint
-        is in deploy form.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a checkpoint of this config.
-    """
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint {checkpoint} not found')
-    try:
-        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
-    except Exception as e:  # torch.load's errors name neither the file nor the fix
-        raise ValueError(f'cannot read {checkpoint} as a PyTorch checkpoint ({type(e).__name__}: '
-                         f'{str(e).splitlines()[0] if str(e) else ""})') from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f'{checkpoint} holds a {type(ckpt).__name__}, not a checkpoint dict')
-    state_dict, source = state_dict_from_checkpoint(ckpt, use_ema)
-    deploy = _is_deploy_checkpoint(ckpt, state_dict, checkpoint)
-    model = build_model(cfg, deploy=deploy)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        lines = str(e).splitlines()
-        raise ValueError(f'{checkpoint} ({source}, {"deploy" if deploy else "training"} form) does not fit the '
-                         f'config\'s {type(model).__name__}: {" ".join(line.strip() for line in lines[:3])[:600]} '
-                         '... Use the config the checkpoint was trained with.') from e
-    return model.eval(), source, deploy
 
 
 def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto',

@@ -89,6 +89,22 @@ def test_the_tool_converts_the_ema_weights_when_the_checkpoint_has_them(tmp_path
     assert all(torch.allclose(saved['state_dict'][k], v) for k, v in expected.items())
 
 
+def test_the_tool_names_a_bad_checkpoint_and_writes_nothing(tiny_detection_run, tmp_path):
+    cfg = Config.fromfile(RETINANET)
+    out = tmp_path / 'out.pth'
+    with pytest.raises(FileNotFoundError, match='nope.pth not found'):
+        reparameterize_checkpoint(cfg, str(tmp_path / 'nope.pth'), str(out))
+    (tmp_path / 'junk.pth').write_text('not a checkpoint')
+    with pytest.raises(ValueError, match='cannot read .*junk.pth'):
+        reparameterize_checkpoint(cfg, str(tmp_path / 'junk.pth'), str(out))
+    with pytest.raises(RuntimeError, match='lambda=0.*DeepTrainingHook'):
+        reparameterize_checkpoint(cfg, str(tiny_detection_run['half_trained']), str(out))
+    reparameterize_checkpoint(cfg, str(tiny_detection_run['trained']), str(tmp_path / 'deploy.pth'))
+    with pytest.raises(ValueError, match='already in deploy form'):
+        reparameterize_checkpoint(cfg, str(tmp_path / 'deploy.pth'), str(out))
+    assert not out.exists()
+
+
 def test_the_lambda_of_a_checkpoint_is_recoverable(tiny_detection_run):
     cfg = Config.fromfile(RETINANET)
     with DefaultScope.overwrite_default_scope('mmdet'):
