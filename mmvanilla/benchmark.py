@@ -38,6 +38,9 @@ from mmengine.logging import MMLogger
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .training_benchmark import (TrainingSettings, format_training_markdown, quick_training_settings,
+                                 run_training_benchmark)
+
 RETINANET_VANILLANET = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
                                 'retinanet_vanillanet13_coco.py')
 RETINANET_RESNET = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -108,6 +111,11 @@ class BenchmarkSettings:
         train_step (bool): Time a training step (forward, backward, SGD) of the first arch. Defaults to True.
         train_batch (int): Batch of the training step. Defaults to 8.
         matmul_size (int): Side of the square fp32 matmul reference. Defaults to 2048.
+        inference (bool): Measure inference (the classification and detector rows). Defaults to True.
+        training (bool | None): Measure GPU training cost (:mod:`mmvanilla.training_benchmark`); None for on a GPU
+            only. Defaults to None.
+        training_settings (TrainingSettings | None): What that measures; None for its defaults on this device.
+            Defaults to None.
     """
 
     archs: Sequence[str | dict] = ('5', '9', '13')
@@ -132,6 +140,9 @@ class BenchmarkSettings:
     train_step: bool = True
     train_batch: int = 8
     matmul_size: int = 2048
+    inference: bool = True
+    training: bool | None = None
+    training_settings: TrainingSettings | None = None
 
 
 def check_device(device: str) -> torch.device:
@@ -564,14 +575,18 @@ def run_benchmark(settings: BenchmarkSettings | None = None) -> dict:
         torch.backends.cudnn.allow_tf32 = False
     start = time.perf_counter()
     try:
-        det_specs = detector_specs(settings) if settings.detector else []  # a bad config fails before the long part
-        models = [run.measure_model(spec, onnx) for spec, onnx in model_specs(settings)]
+        # a bad config fails before the long part
+        det_specs = detector_specs(settings) if settings.detector and settings.inference else []
+        models = [run.measure_model(spec, onnx) for spec, onnx in model_specs(settings)] if settings.inference else []
         detectors = [run.measure_detector(spec) for spec in det_specs]
         steps = []
         if settings.train_step and settings.archs:
             arch = settings.archs[0]
             for form in ('training', 'deploy'):
                 steps.append(run.measure_train_step(ModelSpec(_arch_name(arch), 'vanillanet', form, arch=arch)))
+        training = settings.training if settings.training is not None else run.device.type == 'cuda'
+        if training:
+            training = run_training_benchmark(settings.training_settings or TrainingSettings(device=settings.device))
     finally:
         torch.set_num_threads(previous_threads)
     memory_methods = {row['memory']['method'] for row in models + detectors if 'memory' in row}
@@ -579,7 +594,7 @@ def run_benchmark(settings: BenchmarkSettings | None = None) -> dict:
                 matmul=dict(size=settings.matmul_size, gflops=run.matmul_flops / _median(run.matmul_times) / 1e9,
                             samples=len(run.matmul_times)),
                 models=models, detectors=detectors, train_steps=steps, memory_method=sorted(memory_methods),
-                wall_s=time.perf_counter() - start)
+                training=training or None, wall_s=time.perf_counter() - start)
 
 
 def deploy_speedups(result: dict) -> list[dict]:
@@ -657,6 +672,8 @@ def format_markdown(result: dict) -> str:
                          f'{row["images_per_s"]:.2f} |')
     if result['memory_method']:
         lines += ['', 'Peak memory: ' + '; '.join(result['memory_method']) + '.']
+    if result.get('training'):
+        lines += ['', format_training_markdown(result['training'])]
     lines += ['', f'Whole run: {result["wall_s"]:.0f} s.', '']
     return '\n'.join(lines)
 
@@ -695,7 +712,10 @@ def write_report(result: dict, out_dir: str) -> dict[str, str]:
         f.write(format_markdown(result))
     with open(paths['json'], 'w') as f:
         json.dump(result, f, indent=1)
-    plot(result, paths['png'])
+    if result['models']:
+        plot(result, paths['png'])
+    else:
+        del paths['png']  # nothing to plot: no inference rows
     return paths
 
 
@@ -703,7 +723,9 @@ def quick_settings(**overrides) -> BenchmarkSettings:
     """A seconds-long run on a tiny VanillaNet at 64x64 (for a smoke test; its figures mean nothing)."""
     tiny = dict(stem_channels=16, widths=[32, 64], strides=[2, 2])
     settings = dict(archs=[tiny], batch=2, image_size=64, det_size=(64, 96), repeats=2, batch_repeats=1, warmup=1,
-                    references=False, detector=False, onnx=False, memory=False, train_batch=2, matmul_size=256)
+                    references=False, detector=False, onnx=False, memory=False, train_batch=2, matmul_size=256,
+                    training=True, training_settings=quick_training_settings(
+                        device=overrides.get('device', 'cpu'), parts=('depthwise', 'backbone')))
     settings.update(overrides)
     return BenchmarkSettings(**settings)
 

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.registry import DefaultScope
+
+if not torch.cuda.is_available():
+    # The Triton kernels of mmvanilla.ops then run on CPU tensors through Triton's interpreter, which is chosen
+    # when a kernel is defined: before mmvanilla is imported.
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+from mmengine.registry import DefaultScope  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

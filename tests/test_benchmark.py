@@ -114,3 +114,27 @@ def test_default_settings_cover_the_issue():
     assert list(s.archs) == ['5', '9', '13'] and s.image_size == 224 and s.det_size == (800, 1333)
     assert s.references and s.detector and s.onnx and s.memory and s.train_step and s.batch > 1
     assert str(ROOT)  # the detector configs resolve from the repository, whatever the working directory
+
+
+def test_the_training_benchmark_times_every_part_and_variant():
+    from mmvanilla.training_benchmark import format_training_markdown, quick_training_settings, run_training_benchmark
+    result = run_training_benchmark(quick_training_settings())
+    dw, = result['depthwise']
+    assert dw['pytorch_nchw']['ms'] > 0 and dw['pytorch_channels_last']['ms'] > 0
+    assert 'ms' in dw['triton'] or dw['triton']['error'] == 'no Triton on cpu'
+    # On a CPU the kernel never runs, so VanillaNet rows differ by with_cp only; each is a measured step.
+    for part in ('backbone', 'detector'):
+        assert [row['with_cp'] for row in result[part]] == [False, True], part
+        assert all(row['ms'] > 0 and row['fast_dwconv'] is False for row in result[part])
+    assert [(row['layout'], row['depthwise']) for row in result['classifier']] == [
+        ('NCHW', 'PyTorch native'), ('channels_last', 'PyTorch native')]
+    text = format_training_markdown(result)
+    for title in ('depthwise convolution, forward and backward', 'Backbone training step', 'Detector training step',
+                  'Classification training step'):
+        assert title in text
+
+
+def test_unknown_training_parts_are_refused():
+    from mmvanilla.training_benchmark import quick_training_settings, run_training_benchmark
+    with pytest.raises(ValueError, match=r"unknown training benchmark parts \['speed'\]"):
+        run_training_benchmark(quick_training_settings(parts=('speed',)))

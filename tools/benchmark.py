@@ -2,15 +2,19 @@
 
     python tools/benchmark.py [--archs 5 9 13] [--batch 8] [--threads N] [--repeats 10] [--warmup 2]
         [--device {cpu,cuda}] [--skip-detector] [--skip-onnx] [--skip-memory] [--skip-train-step] [--compile]
+        [--skip-inference] [--skip-training] [--training-parts depthwise backbone detector classifier]
         [--out-dir work_dirs/benchmark] [--quick]
 
 Writes benchmark.md, benchmark.json and benchmark.png to --out-dir and prints the Markdown table. --quick runs a
-tiny VanillaNet for a few seconds (a smoke test; its figures mean nothing). What is measured is described in
-mmvanilla/benchmark.py.
+tiny VanillaNet for a few seconds (a smoke test; its figures mean nothing). With --device cuda the run adds the
+GPU training cost (mmvanilla/training_benchmark.py): the Triton depthwise kernel against PyTorch, and training
+steps of the VanillaNet-13 backbone, RetinaNet and the ImageNet classifiers against ResNet-50, with the kernel on
+and off and with_cp. What is measured is described in mmvanilla/benchmark.py.
 """
 import argparse
 
 from mmvanilla.benchmark import BenchmarkSettings, format_markdown, quick_settings, run_benchmark, write_report
+from mmvanilla.training_benchmark import TrainingSettings
 from mmvanilla.runner import clear_errors
 
 
@@ -30,13 +34,19 @@ def main():
     parser.add_argument('--skip-memory', action='store_true', help='no peak-memory measurement')
     parser.add_argument('--skip-train-step', action='store_true', help='no training-step timing')
     parser.add_argument('--compile', action='store_true', help='also time the deploy form under torch.compile')
+    parser.add_argument('--skip-inference', action='store_true', help='no classification or detector inference')
+    parser.add_argument('--skip-training', action='store_true', help='no GPU training cost (--device cuda)')
+    parser.add_argument('--training-parts', nargs='+', choices=list(TrainingSettings().parts),
+                        default=list(TrainingSettings().parts), help='what the GPU training cost measures')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--quick', action='store_true', help='a tiny model, a few seconds: a smoke test')
     args = parser.parse_args()
 
     options = dict(batch=args.batch, threads=args.threads, repeats=args.repeats, batch_repeats=args.batch_repeats,
                    warmup=args.warmup, device=args.device, detector=not args.skip_detector, onnx=not args.skip_onnx,
-                   memory=not args.skip_memory, train_step=not args.skip_train_step, compiled=args.compile)
+                   memory=not args.skip_memory, train_step=not args.skip_train_step, compiled=args.compile,
+                   inference=not args.skip_inference, training=False if args.skip_training else None,
+                   training_settings=TrainingSettings(device=args.device, parts=args.training_parts))
     with clear_errors():
         if args.quick:
             settings = quick_settings(device=args.device, threads=args.threads, compiled=args.compile)

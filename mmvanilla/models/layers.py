@@ -11,6 +11,7 @@ from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..ops import depthwise_conv2d, fast_dwconv_applies
 from .fusion import fuse_conv_bn, merge_conv_1x1
 
 DEFAULT_NORM_CFG = dict(type='BN', eps=1e-6, requires_grad=True)
@@ -164,22 +165,28 @@ class DeepTrainingConv(nn.Module):
 class SeriesActivation(nn.Module):
     """The series informed activation: ReLU, then a depthwise ``(2n+1) x (2n+1)`` conv and BatchNorm.
 
-    In deploy form the BatchNorm is folded into the depthwise conv, which gains a bias.
+    In deploy form the BatchNorm is folded into the depthwise conv, which gains a bias. On a GPU the ReLU and the
+    convolution run as one Triton kernel (:func:`mmvanilla.ops.depthwise_conv2d`, forward and backward) where
+    :func:`mmvanilla.ops.fast_dwconv_applies` says so; elsewhere, and in traced or exported graphs, they are
+    ``F.relu`` and ``nn.Conv2d``. Both compute the same function with the same parameters.
 
     Args:
         channels (int): Channels.
         act_num (int): n; the kernel is ``2 * act_num + 1``. Defaults to 3.
         norm_cfg (dict): BatchNorm config. Defaults to BN with eps 1e-6.
         deploy (bool): Build the deploy form directly. Defaults to False.
+        fast_dwconv (bool): Use the Triton kernel where it applies. Defaults to True.
 
     Example:
         >>> SeriesActivation(16, act_num=2)(torch.rand(2, 16, 7, 7)).shape
         torch.Size([2, 16, 7, 7])
     """
 
-    def __init__(self, channels: int, act_num: int = 3, norm_cfg: dict = DEFAULT_NORM_CFG, deploy: bool = False):
+    def __init__(self, channels: int, act_num: int = 3, norm_cfg: dict = DEFAULT_NORM_CFG, deploy: bool = False,
+                 fast_dwconv: bool = True):
         super().__init__()
         self.act_num = act_num
+        self.fast_dwconv = fast_dwconv
         kernel = 2 * act_num + 1
         self.conv = trunc_normal_init(
             nn.Conv2d(channels, channels, kernel, padding=act_num, groups=channels, bias=deploy))
@@ -190,8 +197,24 @@ class SeriesActivation(nn.Module):
         return self.bn is None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(F.relu(x))
-        return x if self.deployed else self.bn(x)
+        if self.fast_dwconv and not torch.jit.is_scripting() and self._kernel_applies(x):
+            x = self._fused_relu_conv(x)
+        else:
+            x = self.conv(F.relu(x))
+        if self.bn is not None:  # the training form (written so that TorchScript skips it in deploy form)
+            x = self.bn(x)
+        return x
+
+    @torch.jit.unused
+    def _kernel_applies(self, x):
+        # type: (Tensor) -> bool
+        # (a type comment: TorchScript cannot resolve postponed annotations of an unused method)
+        return fast_dwconv_applies(x, self.conv.kernel_size[0])
+
+    @torch.jit.unused
+    def _fused_relu_conv(self, x):
+        # type: (Tensor) -> Tensor
+        return depthwise_conv2d(x, self.conv.weight, self.conv.bias, relu_input=True)
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:

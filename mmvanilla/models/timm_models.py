@@ -33,6 +33,8 @@ class TimmVanillaNet(VanillaNetClassifier):
         act_lambda (float): Initial deep-training lambda. Defaults to 0.
         norm_cfg (dict): BatchNorm config. Defaults to BN with eps 1e-6.
         deploy (bool): Build the re-parameterized form directly. Defaults to False.
+        fast_dwconv (bool): The Triton kernel of the series activation on CUDA (see :class:`VanillaNet`).
+            Defaults to True.
 
     Example:
         >>> import timm
@@ -43,10 +45,11 @@ class TimmVanillaNet(VanillaNetClassifier):
 
     def __init__(self, arch: str | dict = '5', num_classes: int = 1000, in_chans: int = 3, act_num: int = 3,
                  drop_rate: float = 0.0, act_lambda: float = 0.0, norm_cfg: dict = DEFAULT_NORM_CFG,
-                 deploy: bool = False):
+                 deploy: bool = False, fast_dwconv: bool = True):
         if in_chans != 3:
             raise ValueError(f'VanillaNet takes 3-channel images, got in_chans={in_chans}')
-        super().__init__(arch, num_classes, act_num, drop_rate, act_lambda, norm_cfg, deploy)
+        super().__init__(arch, num_classes, act_num, drop_rate, act_lambda, norm_cfg, deploy,
+                         fast_dwconv=fast_dwconv)
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.head_hidden_size = self.num_features
@@ -116,8 +119,8 @@ class TimmVanillaNet(VanillaNetClassifier):
         return dict(stem=r'^backbone\.stem', blocks=r'^backbone\.blocks\.(\d+)')
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            raise NotImplementedError('VanillaNet does not support gradient checkpointing')
+        """timm's switch for activation checkpointing: the backbone's ``with_cp``."""
+        self.backbone.with_cp = enable
 
     def no_weight_decay(self) -> set:
         return set()

@@ -6,12 +6,15 @@ so the whole net trains in the deep-training form and re-parameterizes to one co
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
+import torch
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, SeriesActivation, check_act_lambda
 from .official import adapt_official_state_dict
@@ -71,7 +74,7 @@ class VanillaBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, act_num: int,
                  norm_cfg: dict, deploy: bool, act_lambda: float, kernel_size: int = 1, conv_stride: int = 1,
-                 padding: int = 0, pool_stride: int = 1, pool_size: int | None = None):
+                 padding: int = 0, pool_stride: int = 1, pool_size: int | None = None, fast_dwconv: bool = True):
         super().__init__()
         self.layer = DeepTrainingConv(in_channels, out_channels, hidden_channels, kernel_size, conv_stride,
                                       padding, norm_cfg, act_lambda=act_lambda, deploy=deploy)
@@ -81,10 +84,29 @@ class VanillaBlock(nn.Module):
             self.pool = nn.MaxPool2d(pool_stride)
         else:
             self.pool = nn.Identity()
-        self.act = SeriesActivation(out_channels, act_num, norm_cfg, deploy=deploy)
+        self.act = SeriesActivation(out_channels, act_num, norm_cfg, deploy=deploy, fast_dwconv=fast_dwconv)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.pool(self.layer(x)))
+
+
+@contextmanager
+def _norm_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Restores the running statistics of ``module``'s BatchNorms on exit.
+
+    Activation checkpointing runs a block's forward twice; the second run (during backward) must not update the
+    running mean and variance again, or ``with_cp`` would change the trained model.
+    """
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+    saved = [[buf.clone() for buf in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
 
 
 @MODELS.register_module()
@@ -108,6 +130,12 @@ class VanillaNet(BaseModule):
         act_lambda (float): Initial deep-training lambda: 0 to train from scratch, 1 to fine-tune a trained net.
             Defaults to 0.
         deploy (bool): Build the re-parameterized form directly. Defaults to False.
+        with_cp (bool): Activation checkpointing (``torch.utils.checkpoint``) of each block while training: only
+            block inputs are kept, the rest is recomputed during backward; less memory for more time. Outputs,
+            gradients and BatchNorm statistics are as without. Defaults to False.
+        fast_dwconv (bool): Run each series activation's ReLU and depthwise conv as one Triton kernel on CUDA
+            (:mod:`mmvanilla.ops`); the environment variable ``MMVANILLA_FAST_DWCONV=0`` turns it off for a whole
+            run. Defaults to True.
         init_cfg (dict | list[dict] | None): mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=PATH)``. Defaults to None (the paper's truncated-normal initialization).
 
@@ -122,7 +150,8 @@ class VanillaNet(BaseModule):
 
     def __init__(self, arch: str | dict = '5', act_num: int = 3, out_indices: Sequence[int] = (1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, norm_cfg: dict = DEFAULT_NORM_CFG,
-                 act_lambda: float = 0.0, deploy: bool = False, init_cfg: dict | list | None = None):
+                 act_lambda: float = 0.0, deploy: bool = False, with_cp: bool = False, fast_dwconv: bool = True,
+                 init_cfg: dict | list | None = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = resolve_arch(arch)
         if isinstance(act_num, bool) or not isinstance(act_num, int) or act_num < 0:
@@ -132,7 +161,9 @@ class VanillaNet(BaseModule):
         self.act_num = act_num
         self.deploy = deploy
         self.norm_eval = norm_eval
-        common = dict(act_num=act_num, norm_cfg=norm_cfg, deploy=deploy, act_lambda=act_lambda)
+        self.with_cp = with_cp
+        common = dict(act_num=act_num, norm_cfg=norm_cfg, deploy=deploy, act_lambda=act_lambda,
+                      fast_dwconv=fast_dwconv)
 
         stem_channels = self.arch['stem_channels']
         self.stem = VanillaBlock(3, stem_channels, stem_channels, kernel_size=4,
@@ -166,14 +197,20 @@ class VanillaNet(BaseModule):
         self.frozen_stages = frozen_stages
         self._freeze_stages()
 
+    def _run(self, block: nn.Module, x: Tensor) -> Tensor:
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False,
+                              context_fn=lambda: (nullcontext(), _norm_stats_kept(block)))
+        return block(x)
+
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        x = self.stem(x)
+        x = self._run(self.stem, x)
         outs = {}
         if -1 in self.stage_ends:
             outs[self.stage_ends.index(-1)] = x
         ends = {end: k for k, end in enumerate(self.stage_ends)}
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            x = self._run(block, x)
             if i in ends:
                 outs[ends[i]] = x
         return tuple(outs[i] for i in self.out_indices)

@@ -73,3 +73,31 @@ def test_series_activation_folds_its_bn_into_a_biased_depthwise_conv():
 def test_norms_that_cannot_be_folded_are_refused():
     with pytest.raises(ValueError, match="BatchNorm type.*'GN'"):
         SeriesActivation(4, norm_cfg=dict(type='GN', num_groups=2))
+
+
+@pytest.mark.parametrize('deploy', [False, True])
+def test_series_activation_fast_path_computes_the_same_function(deploy, monkeypatch):
+    """The Triton path (forced here on the CPU, through Triton's interpreter) against F.relu + nn.Conv2d."""
+    from mmvanilla import ops
+    if not ops.triton_available():
+        pytest.skip('needs Triton')
+    act = randomize_bns(SeriesActivation(3, act_num=2, deploy=deploy)).train()
+    x = torch.randn(2, 3, 9, 10, requires_grad=True)
+    slow = act(x)
+    grads_slow = torch.autograd.grad(slow.square().sum(), [x, *act.parameters()])
+    monkeypatch.setattr('mmvanilla.models.layers.fast_dwconv_applies', lambda x, k: True)
+    fast = act(x)
+    grads_fast = torch.autograd.grad(fast.square().sum(), [x, *act.parameters()])
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    act.fast_dwconv = False
+    monkeypatch.setattr('mmvanilla.models.layers.depthwise_conv2d', None)  # would raise if it were called
+    torch.testing.assert_close(act(x), slow)
+
+
+def test_series_activation_scripts_and_traces_with_the_plain_convolution():
+    act = SeriesActivation(3, act_num=1, deploy=True).eval()
+    x = torch.randn(1, 3, 6, 6)
+    torch.testing.assert_close(torch.jit.script(act)(x), act(x))
+    torch.testing.assert_close(torch.jit.trace(act, x)(x), act(x))

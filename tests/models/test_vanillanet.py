@@ -171,3 +171,33 @@ def test_a_checkpoint_of_another_act_num_is_refused_by_name():
 def test_a_checkpoint_of_another_arch_is_refused_by_name():
     with pytest.raises(ValueError, match=r"checkpoint is a VanillaNet with stem 512 and 3 blocks.*set arch='5'"):
         VanillaNet('6', deploy=True).load_state_dict(VanillaNet('5', deploy=True).state_dict())
+
+
+def test_with_cp_gives_the_same_outputs_gradients_and_norm_statistics():
+    """Activation checkpointing recomputes each block in backward; nothing it computes or updates may differ."""
+    arch = dict(stem_channels=8, widths=[16, 16, 32], strides=[2, 1, 2])
+    torch.manual_seed(0)
+    plain = VanillaNet(arch, act_num=1, out_indices=(0, 1, 2), act_lambda=0.3).train()
+    checkpointed = VanillaNet(arch, act_num=1, out_indices=(0, 1, 2), act_lambda=0.3, with_cp=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    results = []
+    for net in (plain, checkpointed):
+        outs = net(x)
+        loss = sum(out.square().mean() for out in outs)
+        loss.backward()
+        results.append((outs, [p.grad for p in net.parameters()], list(net.buffers())))
+    (outs_a, grads_a, bufs_a), (outs_b, grads_b, bufs_b) = results
+    for a, b in zip(outs_a + tuple(grads_a) + tuple(bufs_a), outs_b + tuple(grads_b) + tuple(bufs_b)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) and m.num_batches_tracked.item() == 1
+               for m in checkpointed.modules()), 'statistics updated once, not twice'
+
+
+def test_with_cp_does_nothing_in_eval_or_without_gradients():
+    net = VanillaNet(dict(stem_channels=8, widths=[16], strides=[2]), act_num=1, out_indices=(0, 1), with_cp=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        net.train()(x)
+    net.eval()
+    torch.testing.assert_close(net(x)[0], VanillaNet.forward(net, x)[0])

@@ -1,0 +1,329 @@
+"""The series activation's depthwise convolution as Triton kernels, forward and backward.
+
+VanillaNet (Chen et al. 2023, Sec. 3.3) follows every layer with ReLU and a depthwise ``(2n+1) x (2n+1)``
+convolution. On a GPU, PyTorch runs an NCHW depthwise convolution in its own native kernels, which spend most of a
+VanillaNet training step there (input and weight gradients above all); cuDNN takes it only in channels_last.
+
+These kernels put the work on the tensor cores. For one channel, a tile of ``BH`` output rows is, for each kernel
+column ``j``, a matrix product ``A_j @ X_j``: ``X_j`` holds the ``BH + K - 1`` input rows the tile needs, shifted
+by ``j - K // 2`` columns, and ``A_j`` is the banded (Toeplitz) matrix of the kernel's column ``j``,
+``A_j[o, r] = w[r - o, j]``. So an output element costs about ``K * (BH + 16) / BH`` loads instead of ``K * K``.
+The input gradient is the same product with the kernel rotated by 180 degrees; the weight gradient accumulates
+``G @ X_j^T`` over tiles in fp32 and reads the kernel off its diagonals, one partial sum per program, summed in a
+fixed order (deterministic). With ``relu_input`` the ReLU before the convolution is applied as the input is loaded
+and its mask when the input gradient is stored, so the rectified tensor never exists in memory.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # a torch build without Triton (CPU-only wheels, some platforms)
+    triton = None
+
+__all__ = ['ENV_SWITCH', 'depthwise_conv2d', 'fast_dwconv_applies', 'runs_on', 'triton_available']
+
+# Set to 0 to turn the kernels off for a whole run (the models then use F.conv2d everywhere).
+ENV_SWITCH = 'MMVANILLA_FAST_DWCONV'
+
+# The input rows past a tile's BH that a kernel reaches: K - 1 <= TAIL, and tl.dot needs dimensions >= 16.
+_TAIL = 16
+MAX_KERNEL = _TAIL + 1
+
+
+# Triton picks its interpreter (kernels on CPU tensors, for tests) when a kernel is defined, i.e. at this import.
+INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def triton_available() -> bool:
+    """Whether Triton imported (it comes with PyTorch's CUDA wheels on Linux)."""
+    return triton is not None
+
+
+def runs_on(device: torch.device | str) -> bool:
+    """Whether :func:`depthwise_conv2d` can run on ``device``: CUDA, or the CPU under Triton's interpreter."""
+    device = torch.device(device)
+    return triton is not None and (device.type == 'cuda' if not INTERPRETED else device.type == 'cpu')
+
+
+def fast_dwconv_applies(x: Tensor, kernel_size: int) -> bool:
+    """Whether :func:`depthwise_conv2d` should replace ``F.conv2d`` for this input.
+
+    Yes for an NCHW-contiguous CUDA tensor of a supported dtype and kernel, unless the environment variable
+    ``MMVANILLA_FAST_DWCONV=0`` turns the kernels off or the call is being traced or compiled (ONNX export,
+    TorchScript, ``torch.compile``), which must see the plain convolution. A channels_last input stays with
+    ``F.conv2d``: cuDNN takes depthwise convolutions in that layout.
+    """
+    return (triton is not None and x.is_cuda and x.dim() == 4 and x.is_contiguous()
+            and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and kernel_size % 2 == 1
+            and kernel_size <= MAX_KERNEL and os.environ.get(ENV_SWITCH, '1') != '0'
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and not torch.compiler.is_compiling())
+
+
+if triton is not None:
+
+    @triton.jit
+    def _band(w_ptr, c, j, o, r, K: tl.constexpr, FLIP: tl.constexpr):
+        """``A[o, r] = w[c, r - o, j]`` (``w[c, K-1-(r-o), K-1-j]`` with FLIP), zero off the band."""
+        d = r[None, :] - o[:, None]
+        if FLIP:
+            idx = (K - 1 - d) * K + (K - 1 - j)
+        else:
+            idx = d * K + j
+        return tl.load(w_ptr + c * K * K + idx, mask=(d >= 0) & (d < K), other=0.0)
+
+    @triton.jit
+    def _columns(group, tw, N, W, WT, NB, BW: tl.constexpr):
+        """A tile's columns: ``NB`` images side by side (planes narrower than the tile), each ``WT`` wide."""
+        k = tl.arange(0, BW)
+        nn = k // WT
+        n = group * NB + nn
+        w = tw * WT + k % WT
+        return n, w, (nn < NB) & (n < N) & (w < W)
+
+    @triton.jit
+    def _window(ptr, c, n, rows, w, ok, sn, sc, sh, sw, H, W, RELU: tl.constexpr):
+        """``x[n, c, rows, w]`` for a tile's columns, zero outside the plane (the convolution's padding)."""
+        mask = ((rows >= 0) & (rows < H))[:, None] & (ok & (w >= 0) & (w < W))[None, :]
+        offsets = (n.to(tl.int64) * sn + c.to(tl.int64) * sc + w * sw)[None, :] + rows[:, None] * sh
+        x = tl.load(ptr + offsets, mask=mask, other=0.0)
+        if RELU:
+            x = tl.maximum(x, 0.0).to(x.dtype)
+        return x
+
+    @triton.jit
+    def _dw_conv_kernel(x_ptr, w_ptr, b_ptr, gate_ptr, y_ptr, N, C, H, W, WT, NB, tiles_h, tiles_w,
+                        sxn, sxc, sxh, sxw, syn, syc, syh, syw, sgn, sgc, sgh, sgw,
+                        K: tl.constexpr, FLIP: tl.constexpr, RELU_IN: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        GATE: tl.constexpr, IEEE: tl.constexpr, HAS_TAIL: tl.constexpr, BH: tl.constexpr,
+                        BW: tl.constexpr, TAIL: tl.constexpr):
+        """``y = conv(x, w) + b`` over one ``BH x BW`` tile of one channel (stride 1, padding K // 2).
+
+        FLIP rotates the kernel (the input gradient: ``x`` is then the output gradient); GATE zeroes the result
+        where ``gate <= 0`` (the ReLU's gradient mask); RELU_IN rectifies ``x`` as it is loaded. Neighbouring
+        programs take neighbouring tiles of one plane, so the rows they share are still in the L2 cache.
+        """
+        pid = tl.program_id(0)
+        tw = pid % tiles_w
+        th = pid // tiles_w % tiles_h
+        c = pid // (tiles_w * tiles_h) % C
+        group = pid // (tiles_w * tiles_h * C)
+        P: tl.constexpr = K // 2
+        h0 = th * BH
+        n, w, ok = _columns(group, tw, N, W, WT, NB, BW)
+        o = tl.arange(0, BH)
+        r = tl.arange(0, BH)
+        t = tl.arange(0, TAIL) + BH
+        acc = tl.zeros((BH, BW), dtype=tl.float32)
+        for j in tl.static_range(K):
+            x_main = _window(x_ptr, c, n, h0 - P + r, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
+            a_main = _band(w_ptr, c, j, o, r, K, FLIP).to(x_main.dtype)
+            if IEEE:
+                acc += tl.dot(a_main.to(tl.float32), x_main.to(tl.float32), input_precision='ieee')
+            else:
+                acc += tl.dot(a_main, x_main)
+            if HAS_TAIL:
+                x_tail = _window(x_ptr, c, n, h0 - P + t, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
+                a_tail = _band(w_ptr, c, j, o, t, K, FLIP).to(x_main.dtype)
+                if IEEE:
+                    acc += tl.dot(a_tail.to(tl.float32), x_tail.to(tl.float32), input_precision='ieee')
+                else:
+                    acc += tl.dot(a_tail, x_tail)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + c).to(tl.float32)
+        rows = h0 + o
+        mask = (rows < H)[:, None] & ok[None, :]
+        col = (n.to(tl.int64) * syn + c.to(tl.int64) * syc + w * syw)[None, :]
+        if GATE:
+            g_col = (n.to(tl.int64) * sgn + c.to(tl.int64) * sgc + w * sgw)[None, :]
+            gate = tl.load(gate_ptr + g_col + rows[:, None] * sgh, mask=mask, other=0.0)
+            acc = tl.where(gate > 0, acc, 0.0)
+        tl.store(y_ptr + col + rows[:, None] * syh, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _dw_weight_grad_kernel(g_ptr, x_ptr, dw_ptr, N, C, H, W, WT, NB, tiles_h, tiles_w, splits,
+                               sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
+                               K: tl.constexpr, RELU_IN: tl.constexpr, IEEE: tl.constexpr, HAS_TAIL: tl.constexpr,
+                               BH: tl.constexpr, BW: tl.constexpr, TAIL: tl.constexpr):
+        """Partial sums of ``dw[c, i, j] = sum g[n, c, h, w] * x[n, c, h + i - P, w + j - P]``.
+
+        Program ``(c, j, s)`` takes every ``splits``-th tile of channel c, accumulates ``M = G @ X_j^T`` (tile
+        row o of the gradient against input row r) in fp32, and writes ``dw[s, c, i, j] = sum_o M[o, o + i]``.
+        """
+        c = tl.program_id(0)
+        j = tl.program_id(1)
+        s = tl.program_id(2)
+        P: tl.constexpr = K // 2
+        o = tl.arange(0, BH)
+        r = tl.arange(0, BH)
+        t = tl.arange(0, TAIL) + BH
+        m_main = tl.zeros((BH, BH), dtype=tl.float32)
+        m_tail = tl.zeros((BH, TAIL), dtype=tl.float32)
+        for tile in range(s, tl.cdiv(N, NB) * tiles_h * tiles_w, splits):
+            tw = tile % tiles_w
+            h0 = tile // tiles_w % tiles_h * BH
+            n, w, ok = _columns(tile // (tiles_w * tiles_h), tw, N, W, WT, NB, BW)
+            g = _window(g_ptr, c, n, h0 + o, w, ok, sgn, sgc, sgh, sgw, H, W, False)
+            x_main = _window(x_ptr, c, n, h0 - P + r, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
+            if IEEE:
+                m_main += tl.dot(g.to(tl.float32), tl.trans(x_main).to(tl.float32), input_precision='ieee')
+            else:
+                m_main += tl.dot(g, tl.trans(x_main))
+            if HAS_TAIL:
+                x_tail = _window(x_ptr, c, n, h0 - P + t, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
+                if IEEE:
+                    m_tail += tl.dot(g.to(tl.float32), tl.trans(x_tail).to(tl.float32), input_precision='ieee')
+                else:
+                    m_tail += tl.dot(g, tl.trans(x_tail))
+        d_main = r[None, :] - o[:, None]
+        d_tail = t[None, :] - o[:, None]
+        out = dw_ptr + (s.to(tl.int64) * C + c) * K * K + j
+        for i in tl.static_range(K):
+            total = tl.sum(tl.sum(tl.where(d_main == i, m_main, 0.0), axis=1), axis=0)
+            if HAS_TAIL:
+                total += tl.sum(tl.sum(tl.where(d_tail == i, m_tail, 0.0), axis=1), axis=0)
+            tl.store(out + i * K, total)
+
+
+# Tile and launch settings, chosen by a sweep on an H100 (fp16, VanillaNet-13's detection and classification
+# shapes): 16-row tiles for the convolutions, 64-row tiles for the weight gradient.
+def _conv_config(H: int, W: int, K: int) -> dict:
+    """Tile and launch settings of :func:`_dw_conv_kernel` for an ``H x W`` plane."""
+    return dict(BH=16, BW=64, num_warps=8)
+
+
+def _weight_grad_config(H: int, W: int, K: int) -> dict:
+    """Tile and launch settings of :func:`_dw_weight_grad_kernel`, and how many programs to aim for."""
+    return dict(BH=16 if H <= 16 else 32 if H <= 32 else 64, BW=64, num_warps=4, num_stages=3, programs=1024)
+
+
+def _tiling(N: int, H: int, W: int, K: int, BH: int, BW: int) -> tuple[dict, bool]:
+    """How ``BH x BW`` tiles cover the batch (planes narrower than a tile share it, ``NB`` images side by side),
+    and whether the ``TAIL`` rows past a tile are needed (not when one tile holds the plane and its padding)."""
+    wt = min(W, BW)
+    tiles_h = triton.cdiv(H, BH)
+    return (dict(WT=wt, NB=BW // wt, tiles_h=tiles_h, tiles_w=triton.cdiv(W, wt)),
+            tiles_h > 1 or H + K // 2 > BH)
+
+
+def _fp32_dot(x: Tensor) -> bool:
+    """Products in fp32 (IEEE, not TF32): for fp32 inputs, and for bf16 ones under Triton's interpreter (CPU
+    tensors), whose bf16 ``tl.dot`` is wrong; bf16 values and their products are exact in fp32 either way."""
+    return x.dtype == torch.float32 or (x.device.type == 'cpu' and x.dtype == torch.bfloat16)
+
+
+def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, flip: bool, relu_input: bool,
+          gate: Tensor | None) -> Tensor:
+    N, C, H, W = x.shape
+    K = weight.shape[-1]
+    y = torch.empty_like(x)
+    cfg = _conv_config(H, W, K)
+    tiling, tail = _tiling(N, H, W, K, cfg['BH'], cfg['BW'])
+    w = weight.reshape(C, K * K).contiguous()
+    b = bias.contiguous() if bias is not None else w
+    g = gate if gate is not None else x
+    grid = (triton.cdiv(N, tiling['NB']) * C * tiling['tiles_h'] * tiling['tiles_w'],)
+    _dw_conv_kernel[grid](x, w, b, g, y, N, C, H, W, *tiling.values(), *x.stride(), *y.stride(), *g.stride(),
+                          K=K, FLIP=flip, RELU_IN=relu_input, HAS_BIAS=bias is not None, GATE=gate is not None,
+                          IEEE=_fp32_dot(x), HAS_TAIL=tail, TAIL=_TAIL, **cfg)
+    return y
+
+
+def _weight_grad(grad: Tensor, x: Tensor, K: int, relu_input: bool) -> Tensor:
+    N, C, H, W = x.shape
+    cfg = _weight_grad_config(H, W, K)
+    programs = cfg.pop('programs')
+    tiling, tail = _tiling(N, H, W, K, cfg['BH'], cfg['BW'])
+    tiles = triton.cdiv(N, tiling['NB']) * tiling['tiles_h'] * tiling['tiles_w']
+    # Enough programs to fill the GPU; each writes one partial sum, added up below in a fixed order.
+    splits = max(1, min(tiles, -(-programs // (C * K))))
+    dw = torch.empty(splits, C, K, K, device=x.device, dtype=torch.float32)
+    _dw_weight_grad_kernel[(C, K, splits)](grad, x, dw, N, C, H, W, *tiling.values(), splits, *grad.stride(),
+                                           *x.stride(), K=K, RELU_IN=relu_input, IEEE=_fp32_dot(x),
+                                           HAS_TAIL=tail, TAIL=_TAIL, **cfg)
+    return dw.sum(0)
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, relu_input: bool) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.relu_input = relu_input
+        ctx.has_bias = bias is not None
+        return _conv(x, weight, bias, flip=False, relu_input=relu_input, gate=None)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _conv(grad, weight, None, flip=True, relu_input=False,
+                           gate=x if ctx.relu_input else None)
+        if ctx.needs_input_grad[1]:
+            grad_w = _weight_grad(grad, x, weight.shape[-1], ctx.relu_input).to(weight.dtype).reshape(weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3), dtype=torch.float32).to(weight.dtype)
+        return grad_x, grad_w, grad_b, None
+
+
+def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    if triton is None:
+        raise RuntimeError('mmvanilla.ops.depthwise_conv2d needs Triton, which this PyTorch build lacks; use '
+                           'F.conv2d(x, weight, bias, padding=k // 2, groups=channels) instead')
+    if not runs_on(x.device):
+        raise RuntimeError(f'mmvanilla.ops.depthwise_conv2d runs on CUDA tensors, got one on {x.device} (the CPU '
+                           'runs it only under Triton\'s interpreter: TRITON_INTERPRET=1 before importing '
+                           'mmvanilla); use F.conv2d(x, weight, bias, padding=k // 2, groups=channels) there')
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError(f'expected an (N, C, H, W) input and a (C, 1, k, k) weight, got {tuple(x.shape)} and '
+                         f'{tuple(weight.shape)}')
+    C, one, kh, kw = weight.shape
+    if one != 1 or x.shape[1] != C or kh != kw or kh % 2 == 0 or kh > MAX_KERNEL:
+        raise ValueError(f'depthwise_conv2d takes one square, odd k x k filter per channel (k <= {MAX_KERNEL}): '
+                         f'weight (C, 1, k, k) with C = input channels; got input {tuple(x.shape)}, weight '
+                         f'{tuple(weight.shape)}')
+    if bias is not None and bias.shape != (C,):
+        raise ValueError(f'bias must have shape ({C},), got {tuple(bias.shape)}')
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f'depthwise_conv2d supports float32, float16 and bfloat16, got {x.dtype}')
+    if weight.dtype != x.dtype:
+        raise TypeError(f'input ({x.dtype}) and weight ({weight.dtype}) must have the same dtype (under '
+                        'torch.autocast both are cast to the autocast dtype)')
+    if weight.device != x.device or (bias is not None and bias.device != x.device):
+        raise ValueError(f'input, weight and bias must be on one device, got {x.device}, {weight.device}'
+                         + (f', {bias.device}' if bias is not None else ''))
+
+
+def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu_input: bool = False) -> Tensor:
+    """``F.conv2d(relu(x) if relu_input else x, weight, bias, padding=k // 2, groups=C)``, in Triton.
+
+    Stride 1 and one odd ``k x k`` filter per channel, as in VanillaNet's series activation. Differentiable in
+    ``x``, ``weight`` and ``bias``; sums in fp32 whatever the dtype (float32, float16, bfloat16); the weight
+    gradient is deterministic. Under ``torch.autocast`` the input, weight and bias are cast to the autocast dtype,
+    as ``F.conv2d`` would. Runs on CUDA tensors, and on CPU tensors under Triton's interpreter
+    (``TRITON_INTERPRET=1`` set before Triton is imported), which the tests use.
+
+    Args:
+        x (Tensor): Input ``(N, C, H, W)``, any memory layout (NCHW is the fast one).
+        weight (Tensor): Filters ``(C, 1, k, k)``, ``k`` odd, at most 17.
+        bias (Tensor | None): ``(C,)``. Defaults to None.
+        relu_input (bool): Rectify ``x`` first, inside the kernels (the rectified tensor is never stored).
+            Defaults to False.
+
+    Returns:
+        Tensor: ``(N, C, H, W)``, in ``x``'s dtype and layout.
+    """
+    if x.is_cuda and torch.is_autocast_enabled('cuda'):
+        dtype = torch.get_autocast_dtype('cuda')
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    _check(x, weight, bias)
+    with torch.autocast('cuda', enabled=False):
+        return _DepthwiseConv2d.apply(x, weight, bias, relu_input)
