@@ -77,12 +77,13 @@ def test_norms_that_cannot_be_folded_are_refused():
 
 @pytest.mark.parametrize('deploy', [False, True])
 def test_series_activation_fast_path_computes_the_same_function(deploy, monkeypatch):
-    """The Triton path (forced here on the CPU, through Triton's interpreter) against F.relu + nn.Conv2d."""
+    """The Triton path (forced here; on a CPU through Triton's interpreter) against F.relu + nn.Conv2d."""
     from mmvanilla import ops
     if not ops.triton_available():
         pytest.skip('needs Triton')
-    act = randomize_bns(SeriesActivation(3, act_num=2, deploy=deploy)).train()
-    x = torch.randn(2, 3, 9, 10, requires_grad=True)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    act = randomize_bns(SeriesActivation(3, act_num=2, deploy=deploy)).to(device).train()
+    x = torch.randn(2, 3, 9, 10, device=device, requires_grad=True)
     slow = act(x)
     grads_slow = torch.autograd.grad(slow.square().sum(), [x, *act.parameters()])
     monkeypatch.setattr('mmvanilla.models.layers.fast_dwconv_applies', lambda x, k: True)
