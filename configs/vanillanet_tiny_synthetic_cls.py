@@ -13,7 +13,8 @@ num_classes = 4
 model = dict(
     network=dict(arch=dict(_delete_=True, stem_channels=32, widths=[64, 128, 256], strides=[2, 2, 2]),
                  num_classes=num_classes, act_num=2, head_hidden_channels=256),
-    mixup=None)
+    mixup=None,
+    channels_last=False)  # the main job runs on the CPU, where its figures were measured in NCHW
 
 # Crops of at least 35% of the image: smaller ones would often cut the shape out.
 train_transform = dict(input_size=image_size, scale=(0.35, 1.0), auto_augment=None, re_prob=0.0)

@@ -590,9 +590,10 @@ def run_benchmark(settings: BenchmarkSettings | None = None) -> dict:
     finally:
         torch.set_num_threads(previous_threads)
     memory_methods = {row['memory']['method'] for row in models + detectors if 'memory' in row}
-    return dict(environment=environment(run), settings=asdict(settings),
-                matmul=dict(size=settings.matmul_size, gflops=run.matmul_flops / _median(run.matmul_times) / 1e9,
-                            samples=len(run.matmul_times)),
+    # No matmul reference when nothing ran beside it (training cost only).
+    matmul = dict(size=settings.matmul_size, gflops=run.matmul_flops / _median(run.matmul_times) / 1e9,
+                  samples=len(run.matmul_times)) if run.matmul_times else None
+    return dict(environment=environment(run), settings=asdict(settings), matmul=matmul,
                 models=models, detectors=detectors, train_steps=steps, memory_method=sorted(memory_methods),
                 training=training or None, wall_s=time.perf_counter() - start)
 
@@ -622,6 +623,10 @@ def format_markdown(result: dict) -> str:
     env, s = result['environment'], result['settings']
     size, batch = s['image_size'], s['batch']
     device = env.get('gpu', f'{env["cpu"]} ({env["cores"]} cores)')
+    if result['matmul'] is None:  # training cost only
+        return '\n'.join(['# VanillaNet speed benchmark', '',
+                          format_training_markdown(result['training']) if result.get('training') else '',
+                          f'Whole run: {result["wall_s"]:.0f} s.', ''])
     lines = [
         '# VanillaNet speed benchmark', '',
         f'Machine: {device}; device {env["device"]}, {env["threads"]} threads, {env["dtype"]}; torch '

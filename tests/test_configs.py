@@ -80,6 +80,13 @@ def test_imagenet_configs_follow_the_paper_recipe(arch, lr, crop_pct):
     assert train.dataset.transform.color_jitter == 0.4
     assert cfg.test_dataloader.dataset.transform.crop_pct == crop_pct
     assert cfg.test_evaluator == dict(type='Accuracy', topk=(1, 5))
+    assert cfg.model.channels_last, 'the fastest layout on a GPU (cuDNN takes the 7x7 depthwise convolutions)'
+
+
+@pytest.mark.parametrize('name', ['retinanet_vanillanet13_coco', 'mask_rcnn_vanillanet13_coco'])
+def test_coco_configs_train_in_nchw_with_the_triton_kernel_and_can_checkpoint(name):
+    backbone = Config.fromfile(f'configs/{name}.py').model.backbone
+    assert backbone.fast_dwconv is True and backbone.with_cp is False
 
 
 def test_the_imagenet_config_builds_lamb_without_decay_on_norms_and_biases():

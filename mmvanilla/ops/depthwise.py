@@ -79,13 +79,23 @@ if triton is not None:
         return tl.load(w_ptr + c * K * K + idx, mask=(d >= 0) & (d < K), other=0.0)
 
     @triton.jit
-    def _columns(group, tw, N, W, WT, NB, BW: tl.constexpr):
-        """A tile's columns: ``NB`` images side by side (planes narrower than the tile), each ``WT`` wide."""
-        k = tl.arange(0, BW)
-        nn = k // WT
-        n = group * NB + nn
-        w = tw * WT + k % WT
-        return n, w, (nn < NB) & (n < N) & (w < W)
+    def _columns(group, tw, N, W, WT, NB, BW: tl.constexpr, PACKED: tl.constexpr):
+        """A tile's columns: image ``n`` and column ``w`` of each, and whether it is in the batch.
+
+        PACKED: ``NB`` images side by side (planes narrower than the tile), each ``WT`` wide. Otherwise one image
+        and ``BW`` consecutive columns, which Triton then knows to be contiguous (vectorized, coalesced access).
+        """
+        if PACKED:
+            k = tl.arange(0, BW)
+            nn = k // WT
+            n = group * NB + nn
+            w = tw * WT + k % WT
+            ok = (nn < NB) & (n < N) & (w < W)
+        else:
+            n = group
+            w = tw * BW + tl.arange(0, BW)
+            ok = w < W
+        return n, w, ok
 
     @triton.jit
     def _window(ptr, c, n, rows, w, ok, sn, sc, sh, sw, H, W, RELU: tl.constexpr):
@@ -101,8 +111,8 @@ if triton is not None:
     def _dw_conv_kernel(x_ptr, w_ptr, b_ptr, gate_ptr, y_ptr, N, C, H, W, WT, NB, tiles_h, tiles_w,
                         sxn, sxc, sxh, sxw, syn, syc, syh, syw, sgn, sgc, sgh, sgw,
                         K: tl.constexpr, FLIP: tl.constexpr, RELU_IN: tl.constexpr, HAS_BIAS: tl.constexpr,
-                        GATE: tl.constexpr, IEEE: tl.constexpr, HAS_TAIL: tl.constexpr, BH: tl.constexpr,
-                        BW: tl.constexpr, TAIL: tl.constexpr):
+                        GATE: tl.constexpr, IEEE: tl.constexpr, HAS_TAIL: tl.constexpr, PACKED: tl.constexpr,
+                        BH: tl.constexpr, BW: tl.constexpr, TAIL: tl.constexpr):
         """``y = conv(x, w) + b`` over one ``BH x BW`` tile of one channel (stride 1, padding K // 2).
 
         FLIP rotates the kernel (the input gradient: ``x`` is then the output gradient); GATE zeroes the result
@@ -116,7 +126,7 @@ if triton is not None:
         group = pid // (tiles_w * tiles_h * C)
         P: tl.constexpr = K // 2
         h0 = th * BH
-        n, w, ok = _columns(group, tw, N, W, WT, NB, BW)
+        n, w, ok = _columns(group, tw, N, W, WT, NB, BW, PACKED)
         o = tl.arange(0, BH)
         r = tl.arange(0, BH)
         t = tl.arange(0, TAIL) + BH
@@ -150,7 +160,7 @@ if triton is not None:
     def _dw_weight_grad_kernel(g_ptr, x_ptr, dw_ptr, N, C, H, W, WT, NB, tiles_h, tiles_w, splits,
                                sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
                                K: tl.constexpr, RELU_IN: tl.constexpr, IEEE: tl.constexpr, HAS_TAIL: tl.constexpr,
-                               BH: tl.constexpr, BW: tl.constexpr, TAIL: tl.constexpr):
+                               PACKED: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, TAIL: tl.constexpr):
         """Partial sums of ``dw[c, i, j] = sum g[n, c, h, w] * x[n, c, h + i - P, w + j - P]``.
 
         Program ``(c, j, s)`` takes every ``splits``-th tile of channel c, accumulates ``M = G @ X_j^T`` (tile
@@ -168,7 +178,7 @@ if triton is not None:
         for tile in range(s, tl.cdiv(N, NB) * tiles_h * tiles_w, splits):
             tw = tile % tiles_w
             h0 = tile // tiles_w % tiles_h * BH
-            n, w, ok = _columns(tile // (tiles_w * tiles_h), tw, N, W, WT, NB, BW)
+            n, w, ok = _columns(tile // (tiles_w * tiles_h), tw, N, W, WT, NB, BW, PACKED)
             g = _window(g_ptr, c, n, h0 + o, w, ok, sgn, sgc, sgh, sgw, H, W, False)
             x_main = _window(x_ptr, c, n, h0 - P + r, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
             if IEEE:
@@ -191,25 +201,27 @@ if triton is not None:
             tl.store(out + i * K, total)
 
 
-# Tile and launch settings, chosen by a sweep on an H100 (fp16, VanillaNet-13's detection and classification
-# shapes): 16-row tiles for the convolutions, 64-row tiles for the weight gradient.
+# Tile and launch settings, chosen by sweeps on an H100 (fp16, VanillaNet's detection and classification stage
+# shapes): 16-row tiles for the convolutions, narrower ones for small planes; the weight gradient takes 64-row tiles
+# of large planes, 16-row ones of small planes.
 def _conv_config(H: int, W: int, K: int) -> dict:
     """Tile and launch settings of :func:`_dw_conv_kernel` for an ``H x W`` plane."""
-    return dict(BH=16, BW=64, num_warps=8)
+    return dict(BH=16, BW=32, num_warps=4) if W <= 64 else dict(BH=16, BW=64, num_warps=8)
 
 
 def _weight_grad_config(H: int, W: int, K: int) -> dict:
     """Tile and launch settings of :func:`_dw_weight_grad_kernel`, and how many programs to aim for."""
-    return dict(BH=16 if H <= 16 else 32 if H <= 32 else 64, BW=64, num_warps=4, num_stages=3, programs=1024)
+    return dict(BH=64 if H > 64 else 16, BW=64, num_warps=4, num_stages=3, programs=1024)
 
 
-def _tiling(N: int, H: int, W: int, K: int, BH: int, BW: int) -> tuple[dict, bool]:
+def _tiling(N: int, H: int, W: int, K: int, BH: int, BW: int) -> tuple[dict, dict]:
     """How ``BH x BW`` tiles cover the batch (planes narrower than a tile share it, ``NB`` images side by side),
-    and whether the ``TAIL`` rows past a tile are needed (not when one tile holds the plane and its padding)."""
+    and the kernels' flags: whether the ``TAIL`` rows past a tile are needed (not when one tile holds the plane and
+    its padding), whether planes are packed."""
     wt = min(W, BW)
     tiles_h = triton.cdiv(H, BH)
     return (dict(WT=wt, NB=BW // wt, tiles_h=tiles_h, tiles_w=triton.cdiv(W, wt)),
-            tiles_h > 1 or H + K // 2 > BH)
+            dict(HAS_TAIL=tiles_h > 1 or H + K // 2 > BH, PACKED=BW // wt > 1))
 
 
 def _fp32_dot(x: Tensor) -> bool:
@@ -224,14 +236,14 @@ def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, flip: bool, relu_input
     K = weight.shape[-1]
     y = torch.empty_like(x)
     cfg = _conv_config(H, W, K)
-    tiling, tail = _tiling(N, H, W, K, cfg['BH'], cfg['BW'])
+    tiling, flags = _tiling(N, H, W, K, cfg['BH'], cfg['BW'])
     w = weight.reshape(C, K * K).contiguous()
     b = bias.contiguous() if bias is not None else w
     g = gate if gate is not None else x
     grid = (triton.cdiv(N, tiling['NB']) * C * tiling['tiles_h'] * tiling['tiles_w'],)
     _dw_conv_kernel[grid](x, w, b, g, y, N, C, H, W, *tiling.values(), *x.stride(), *y.stride(), *g.stride(),
                           K=K, FLIP=flip, RELU_IN=relu_input, HAS_BIAS=bias is not None, GATE=gate is not None,
-                          IEEE=_fp32_dot(x), HAS_TAIL=tail, TAIL=_TAIL, **cfg)
+                          IEEE=_fp32_dot(x), TAIL=_TAIL, **flags, **cfg)
     return y
 
 
@@ -239,14 +251,14 @@ def _weight_grad(grad: Tensor, x: Tensor, K: int, relu_input: bool) -> Tensor:
     N, C, H, W = x.shape
     cfg = _weight_grad_config(H, W, K)
     programs = cfg.pop('programs')
-    tiling, tail = _tiling(N, H, W, K, cfg['BH'], cfg['BW'])
+    tiling, flags = _tiling(N, H, W, K, cfg['BH'], cfg['BW'])
     tiles = triton.cdiv(N, tiling['NB']) * tiling['tiles_h'] * tiling['tiles_w']
     # Enough programs to fill the GPU; each writes one partial sum, added up below in a fixed order.
     splits = max(1, min(tiles, -(-programs // (C * K))))
     dw = torch.empty(splits, C, K, K, device=x.device, dtype=torch.float32)
     _dw_weight_grad_kernel[(C, K, splits)](grad, x, dw, N, C, H, W, *tiling.values(), splits, *grad.stride(),
                                            *x.stride(), K=K, RELU_IN=relu_input, IEEE=_fp32_dot(x),
-                                           HAS_TAIL=tail, TAIL=_TAIL, **cfg)
+                                           TAIL=_TAIL, **flags, **cfg)
     return dw.sum(0)
 
 

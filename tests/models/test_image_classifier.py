@@ -91,3 +91,16 @@ def test_a_wider_head_than_the_papers_still_merges_into_one_conv():
     network.switch_to_deploy()
     assert network.head.fc.conv.weight.shape == (3, 32, 1, 1)
     torch.testing.assert_close(network(images), before, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_runs_the_network_in_that_layout_with_the_same_results():
+    torch.manual_seed(0)
+    nchw = ImageClassifier(NETWORK).eval()
+    model = ImageClassifier(NETWORK, channels_last=True).eval()
+    model.load_state_dict(nchw.state_dict())
+    assert model.network.backbone.stem.layer.conv1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    model.network.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(model(images, mode='tensor'), nchw(images, mode='tensor'), rtol=1e-4, atol=1e-5)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
