@@ -208,25 +208,31 @@ def _variants(vanilla: bool, device: torch.device) -> list[dict]:
     return [dict(fast_dwconv=kernel, with_cp=cp) for cp in (False, True) for kernel in kernels]
 
 
-def backbone_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:
-    """The detectors' backbones alone: forward, the mean of every output as the loss, backward, SGD."""
-    from mmdet.registry import MODELS
+def _detector_variant_rows(settings: TrainingSettings, device: torch.device, build: Callable,
+                           label: Callable[[str], str]) -> list[dict]:
+    """One row per detector config and backbone variant; ``build(cfg)`` returns the step to time."""
     rows = []
     for name, config in settings.detector_configs:
         base = _detector_cfg(config)
         for variant in _variants(_is_vanilla(base), device):
-            def build(variant=variant):
-                cfg = copy.deepcopy(base.model.backbone)
-                cfg.update(variant)
-                model = MODELS.build(cfg).to(device)
-                model.train()
-                x = torch.randn(settings.det_batch, 3, *settings.det_size, device=device)
-                optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
-                                            momentum=0.9)
-                return _train_step(model, lambda: sum(out.float().mean() for out in model(x)), optimizer, device,
-                                   settings.amp)
-            rows.append(_measured(build, device, settings, model=name.split(' ', 1)[-1] + ' backbone', **variant))
+            cfg = copy.deepcopy(base)
+            cfg.model.backbone.update(variant)
+            rows.append(_measured(lambda: build(cfg), device, settings, model=label(name), **variant))
     return rows
+
+
+def backbone_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:
+    """The detectors' backbones alone: forward, the mean of every output as the loss, backward, SGD."""
+    from mmdet.registry import MODELS
+
+    def build(cfg):
+        model = MODELS.build(cfg.model.backbone).to(device)
+        model.train()
+        x = torch.randn(settings.det_batch, 3, *settings.det_size, device=device)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+        return _train_step(model, lambda: sum(out.float().mean() for out in model(x)), optimizer, device,
+                           settings.amp)
+    return _detector_variant_rows(settings, device, build, lambda name: name.split(' ', 1)[-1] + ' backbone')
 
 
 def _detection_batch(batch: int, size: Sequence[int], num_classes: int, device: torch.device):
@@ -249,22 +255,16 @@ def _detection_batch(batch: int, size: Sequence[int], num_classes: int, device: 
 def detector_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:
     """A detector's training step on a fixed batch with 8 boxes per image: ``loss``, backward, AdamW."""
     from .deploy import build_model
-    rows = []
-    for name, config in settings.detector_configs:
-        base = _detector_cfg(config)
-        for variant in _variants(_is_vanilla(base), device):
-            def build(variant=variant):
-                cfg = copy.deepcopy(base)
-                cfg.model.backbone.update(variant)
-                model = build_model(cfg).to(device)
-                model.train()
-                x, samples = _detection_batch(settings.det_batch, settings.det_size,
-                                              cfg.model.bbox_head.num_classes, device)
-                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-                return _train_step(model, lambda: model.parse_losses(model.loss(x, samples))[0], optimizer,
-                                   device, settings.amp)
-            rows.append(_measured(build, device, settings, model=name, **variant))
-    return rows
+
+    def build(cfg):
+        model = build_model(cfg).to(device)
+        model.train()
+        x, samples = _detection_batch(settings.det_batch, settings.det_size, cfg.model.bbox_head.num_classes,
+                                      device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        return _train_step(model, lambda: model.parse_losses(model.loss(x, samples))[0], optimizer, device,
+                           settings.amp)
+    return _detector_variant_rows(settings, device, build, lambda name: name)
 
 
 def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:

@@ -108,6 +108,15 @@ if triton is not None:
         return x
 
     @triton.jit
+    def _mma(a, b, IEEE: tl.constexpr):
+        """``a @ b`` summed in fp32; IEEE: products in fp32 too (not TF32)."""
+        if IEEE:
+            out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision='ieee')
+        else:
+            out = tl.dot(a, b)
+        return out
+
+    @triton.jit
     def _dw_conv_kernel(x_ptr, w_ptr, b_ptr, gate_ptr, y_ptr, N, C, H, W, WT, NB, tiles_h, tiles_w,
                         sxn, sxc, sxh, sxw, syn, syc, syh, syw, sgn, sgc, sgh, sgw,
                         K: tl.constexpr, FLIP: tl.constexpr, RELU_IN: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -133,18 +142,10 @@ if triton is not None:
         acc = tl.zeros((BH, BW), dtype=tl.float32)
         for j in tl.static_range(K):
             x_main = _window(x_ptr, c, n, h0 - P + r, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
-            a_main = _band(w_ptr, c, j, o, r, K, FLIP).to(x_main.dtype)
-            if IEEE:
-                acc += tl.dot(a_main.to(tl.float32), x_main.to(tl.float32), input_precision='ieee')
-            else:
-                acc += tl.dot(a_main, x_main)
+            acc += _mma(_band(w_ptr, c, j, o, r, K, FLIP).to(x_main.dtype), x_main, IEEE)
             if HAS_TAIL:
                 x_tail = _window(x_ptr, c, n, h0 - P + t, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
-                a_tail = _band(w_ptr, c, j, o, t, K, FLIP).to(x_main.dtype)
-                if IEEE:
-                    acc += tl.dot(a_tail.to(tl.float32), x_tail.to(tl.float32), input_precision='ieee')
-                else:
-                    acc += tl.dot(a_tail, x_tail)
+                acc += _mma(_band(w_ptr, c, j, o, t, K, FLIP).to(x_main.dtype), x_tail, IEEE)
         if HAS_BIAS:
             acc += tl.load(b_ptr + c).to(tl.float32)
         rows = h0 + o
@@ -181,16 +182,10 @@ if triton is not None:
             n, w, ok = _columns(tile // (tiles_w * tiles_h), tw, N, W, WT, NB, BW, PACKED)
             g = _window(g_ptr, c, n, h0 + o, w, ok, sgn, sgc, sgh, sgw, H, W, False)
             x_main = _window(x_ptr, c, n, h0 - P + r, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
-            if IEEE:
-                m_main += tl.dot(g.to(tl.float32), tl.trans(x_main).to(tl.float32), input_precision='ieee')
-            else:
-                m_main += tl.dot(g, tl.trans(x_main))
+            m_main += _mma(g, tl.trans(x_main), IEEE)
             if HAS_TAIL:
                 x_tail = _window(x_ptr, c, n, h0 - P + t, w + (j - P), ok, sxn, sxc, sxh, sxw, H, W, RELU_IN)
-                if IEEE:
-                    m_tail += tl.dot(g.to(tl.float32), tl.trans(x_tail).to(tl.float32), input_precision='ieee')
-                else:
-                    m_tail += tl.dot(g, tl.trans(x_tail))
+                m_tail += _mma(g, tl.trans(x_tail), IEEE)
         d_main = r[None, :] - o[:, None]
         d_tail = t[None, :] - o[:, None]
         out = dw_ptr + (s.to(tl.int64) * C + c) * K * K + j
