@@ -148,3 +148,12 @@ def test_pretrained_training_form_into_a_deploy_model_is_refused(tmp_path):
     path, _ = checkpoint_file(tmp_path)
     with pytest.raises(ValueError, match='training form.*deploy=False'):
         timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=path), act_num=2, deploy=True)
+
+
+def test_grad_checkpointing_and_the_kernel_switch_reach_the_backbone():
+    model = timm.create_model('vanillanet_5', num_classes=3, act_num=1, fast_dwconv=False)
+    assert not any(m.fast_dwconv for m in model.modules() if hasattr(m, 'fast_dwconv'))
+    model.set_grad_checkpointing()
+    assert model.backbone.with_cp
+    model.set_grad_checkpointing(False)
+    assert not model.backbone.with_cp
