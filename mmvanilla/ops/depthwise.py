@@ -54,12 +54,13 @@ def runs_on(device: torch.device | str) -> bool:
 def fast_dwconv_applies(x: Tensor, kernel_size: int) -> bool:
     """Whether :func:`depthwise_conv2d` should replace ``F.conv2d`` for this input.
 
-    Yes for an NCHW-contiguous CUDA tensor of a supported dtype and kernel, unless the environment variable
+    Yes for an NCHW-contiguous CUDA tensor of a supported dtype and kernel (not under Triton's interpreter, which
+    runs on CPU tensors only), unless the environment variable
     ``MMVANILLA_FAST_DWCONV=0`` turns the kernels off or the call is being traced or compiled (ONNX export,
     TorchScript, ``torch.compile``), which must see the plain convolution. A channels_last input stays with
     ``F.conv2d``: cuDNN takes depthwise convolutions in that layout.
     """
-    return (triton is not None and x.is_cuda and x.dim() == 4 and x.is_contiguous()
+    return (x.is_cuda and runs_on(x.device) and x.dim() == 4 and x.is_contiguous()
             and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and kernel_size % 2 == 1
             and kernel_size <= MAX_KERNEL and os.environ.get(ENV_SWITCH, '1') != '0'
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
