@@ -21,6 +21,7 @@ import time
 
 import torch
 from mmengine.config import Config
+from mmengine.dist import master_only
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
@@ -259,6 +260,7 @@ class AtomicCheckpointRunner(Runner):
     Remote ``out_dir`` back-ends (``s3://`` ...) are left to mmengine.
     """
 
+    @master_only  # as mmengine's: the other ranks save nothing
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         if '://' in str(out_dir):
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
@@ -309,6 +311,24 @@ def _last_checkpoint(work_dir: str) -> str | None:
             return f.read().strip() or None
     except OSError:
         return None
+
+
+def check_pretrained(cfg: Config) -> None:
+    """Reads every local ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` of ``cfg.model`` before training, so
+    a missing, broken or unsafe file is named in one line (:func:`~mmvanilla.checkpoint.read_checkpoint`) instead of
+    failing inside the model's initialization."""
+    stack = [cfg.get('model') or {}]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            init_cfgs = node.get('init_cfg')
+            for init_cfg in init_cfgs if isinstance(init_cfgs, list) else [init_cfgs]:
+                path = init_cfg.get('checkpoint') if isinstance(init_cfg, dict) else None
+                if init_cfg and init_cfg.get('type') == 'Pretrained' and path and '://' not in str(path):
+                    read_checkpoint(path)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _resolve_resume(cfg: Config, resume: str | bool) -> None:
@@ -362,8 +382,8 @@ def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto
     """Trains with mmengine's runner. ``resume``: a checkpoint path, True for the newest complete one in the work
     dir (:func:`find_resume_checkpoint`), or None.
 
-    Before training: the data (:func:`check_data`) and the checkpoint to resume or start from
-    (:func:`~mmvanilla.checkpoint.check_checkpoint_fits`) are checked. Interrupted (Ctrl-C), it logs which
+    Before training: the data (:func:`check_data`), pretrained weights (:func:`check_pretrained`) and the checkpoint
+    to resume or start from (:func:`~mmvanilla.checkpoint.check_checkpoint_fits`) are checked. Interrupted (Ctrl-C), it logs which
     checkpoint ``--resume`` will continue from and re-raises.
     """
     if amp:
@@ -374,6 +394,7 @@ def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto
             raise KeyError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
     check_data(cfg, ('train', 'val'))
+    check_pretrained(cfg)
     if resume:
         _resolve_resume(cfg, resume)
     elif cfg.get('load_from'):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmvanilla.runner import check_data, check_model_config, find_resume_checkpoint, invalid_boxes, load_config
+from mmvanilla.runner import (check_data, check_model_config, check_pretrained, find_resume_checkpoint, invalid_boxes,
+                              load_config)
 
 from .conftest import RETINANET
 
@@ -103,3 +104,15 @@ def test_resume_takes_the_newest_complete_checkpoint_whatever_last_checkpoint_sa
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))  # stale
     (tmp_path / 'best_coco_bbox_mAP_epoch_2.pth').write_bytes(b'')  # not a checkpoint to resume from
     assert find_resume_checkpoint(str(tmp_path)) == (str(tmp_path / 'epoch_2.pth'), [str(tmp_path / 'epoch_10.pth')])
+
+
+def test_pretrained_weights_are_read_before_training(tmp_path):
+    cfg = Config.fromfile(RETINANET)
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'vanillanet_5.pth'))
+    with pytest.raises(FileNotFoundError, match='vanillanet_5.pth not found'):
+        check_pretrained(cfg)
+    (tmp_path / 'vanillanet_5.pth').write_bytes(b'')
+    with pytest.raises(ValueError, match=r'vanillanet_5.pth is empty \(0 bytes\)'):
+        check_pretrained(cfg)
+    torch.save({'model': {'stem1.0.weight': torch.ones(1)}}, tmp_path / 'vanillanet_5.pth')
+    check_pretrained(cfg)
