@@ -1,4 +1,12 @@
-"""Safe checkpoint loading on torch >= 2.6, where ``torch.load`` defaults to ``weights_only=True``.
+"""Checkpoint files: reading them with clear errors, the ``weights_only`` allowlist, atomic saving, fit checks.
+
+:func:`read_checkpoint` is the one place a checkpoint file is read: an empty, truncated or foreign file, or one
+that pickles code, is refused with one line that names the file, the cause and what to do. :func:`save_checkpoint`
+writes whole files only (temporary name, then rename). :func:`is_complete_checkpoint` tells cheaply whether a file
+was written whole. :func:`check_checkpoint_fits` compares a checkpoint with the model a config builds, before any
+work, and names what the checkpoint holds when it does not fit.
+
+Safe loading on torch >= 2.6, where ``torch.load`` defaults to ``weights_only=True``:
 
 mmengine's runner checkpoints hold a few non-tensor objects (the message hub's ``HistoryBuffer`` and the numpy
 arrays and scalars inside it). Rather than turning the check off, :func:`register_safe_globals` adds exactly these
@@ -16,11 +24,21 @@ only those methods.
 from __future__ import annotations
 
 import argparse
+import os
+import os.path as osp
 import pickle
+import re
+import zipfile
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+
+from .outputs import atomic_output
+
+__all__ = ['CheckpointFit', 'check_checkpoint_fits', 'describe_checkpoint', 'history_buffer_getattr',
+           'is_complete_checkpoint', 'read_checkpoint', 'register_safe_globals', 'safe_globals', 'save_checkpoint',
+           'weights_of']
 
 
 def _numpy_safe_globals() -> list:
@@ -49,7 +67,7 @@ def history_buffer_getattr(obj: object, name: str) -> object:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint: only HistoryBuffer statistics '
-        f'{_HISTORY_BUFFER_STATISTICS} are allowed. Load the file with weights_only=False only if you trust it.')
+        f'{_HISTORY_BUFFER_STATISTICS} are allowed')
 
 
 def safe_globals() -> list:
@@ -61,3 +79,212 @@ def safe_globals() -> list:
 def register_safe_globals() -> None:
     """Adds :func:`safe_globals` to torch's ``weights_only`` allowlist (idempotent)."""
     torch.serialization.add_safe_globals(safe_globals())
+
+
+_ZIP_MAGIC = b'PK\x03\x04'
+_REFUSED_GLOBAL = re.compile(r'GLOBAL ([\w.]+)')
+_ANOTHER_CHECKPOINT = 'use a checkpoint written by mmengine\'s runner or torch.save (e.g. an earlier epoch_N.pth)'
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` was written whole, judged cheaply from its end: torch's zip format ends with a directory of
+    its entries, which a save cut short never wrote. Files in torch's legacy (non-zip) format count as complete.
+
+    Example:
+        >>> torch.save({'w': torch.ones(2)}, '/tmp/whole.pth')
+        >>> is_complete_checkpoint('/tmp/whole.pth')
+        True
+    """
+    path = os.fspath(path)
+    try:
+        if os.path.getsize(path) == 0:
+            return False
+        with open(path, 'rb') as f:
+            zipped = f.read(4) == _ZIP_MAGIC
+    except OSError:
+        return False
+    return zipfile.is_zipfile(path) if zipped else True
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The dict a checkpoint file holds (on the CPU, loaded with ``weights_only``), with errors that name the file.
+
+    Args:
+        path (str | os.PathLike): The file.
+
+    Returns:
+        dict: What the file holds.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, truncated, not a PyTorch checkpoint dict, or pickles something other than
+            tensors and training state (refused: loading it could run code).
+    """
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path} not found' + (' (it is a folder)' if osp.isdir(path) else ''))
+    if osp.getsize(path) == 0:
+        raise ValueError(f'checkpoint {path} is empty (0 bytes): its saving was cut short, or it is not a '
+                         f'checkpoint; {_ANOTHER_CHECKPOINT}')
+    if not is_complete_checkpoint(path):
+        raise ValueError(f'checkpoint {path} is incomplete (the end of its zip archive is missing): its saving was '
+                         f'cut short or the copy is partial; {_ANOTHER_CHECKPOINT}')
+    from mmengine.runner.checkpoint import _load_checkpoint
+    try:
+        checkpoint = _load_checkpoint(path, map_location='cpu')
+    except pickle.UnpicklingError as e:
+        refused = _REFUSED_GLOBAL.search(str(e))
+        if refused:
+            raise ValueError(
+                f'refused to load checkpoint {path}: it pickles {refused.group(1)}, which is neither a tensor nor '
+                'training state; loading it could run code. Do not load this file; '
+                f'{_ANOTHER_CHECKPOINT}') from None
+        cause = _weights_unpickler_cause(str(e))
+        raise ValueError(f'{path} is not a PyTorch checkpoint ({cause}); {_ANOTHER_CHECKPOINT}') from None
+    except Exception as e:  # noqa: BLE001  torch's other errors (EOFError, KeyError, RuntimeError) name no file
+        first = str(e).splitlines()[0][:200] if str(e) else ''
+        raise ValueError(f'{path} is not a PyTorch checkpoint ({type(e).__name__}{": " + first if first else ""}); '
+                         f'{_ANOTHER_CHECKPOINT}') from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict; {_ANOTHER_CHECKPOINT}')
+    return checkpoint
+
+
+def _weights_unpickler_cause(message: str) -> str:
+    # torch's message opens with advice to turn the check off; keep only what was wrong with the file.
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if 'WeightsUnpickler error' in line:
+            rest = line.split('WeightsUnpickler error:')[-1].strip() or (lines[i + 1] if i + 1 < len(lines) else '')
+            return f'unreadable pickle: {rest}'
+    return 'unreadable pickle'
+
+
+def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary name beside ``path``, then renamed: ``path`` is never half written."""
+    with atomic_output(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def weights_of(checkpoint: dict) -> dict:
+    """The model weights mmengine's ``load_checkpoint`` takes from a checkpoint: ``state_dict`` when present (the
+    EMA weights when ``EMAHook`` saved them), else the dict itself; without a DDP ``module.`` prefix."""
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+_KINDS = (  # (key that shows it, what the checkpoint is), most specific first
+    ('roi_head.mask_head.', 'a two-stage detector with a mask head, like Mask R-CNN'),
+    ('roi_head.', 'a two-stage detector, like Faster R-CNN'),
+    ('bbox_head.retina_cls.', 'a RetinaNet'),
+    ('bbox_head.', 'a single-stage detector'),
+    ('network.head.', 'an image classifier'),
+    ('head.fc.', 'an image classifier'),
+)
+
+
+def describe_checkpoint(checkpoint: dict) -> str:
+    """What a checkpoint holds, in words, from its keys and meta: e.g. ``a RetinaNet (trained as
+    retinanet_vanillanet_tiny_synthetic; weights under backbone, bbox_head, neck)``."""
+    state_dict = weights_of(checkpoint)
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        return f'no model weights (its keys: {", ".join(sorted(map(str, checkpoint))[:8])})'
+    kind = next((what for key, what in _KINDS if any(k.startswith(key) for k in state_dict)), None)
+    if kind is None:
+        kind = 'a bare backbone' if all(k.startswith('backbone.') for k in state_dict) else 'a model'
+    notes = []
+    name = str((checkpoint.get('meta') or {}).get('experiment_name') or '')
+    if name:
+        notes.append('trained as ' + re.sub(r'_\d{8}_\d{6}$', '', name))  # the runner's timestamp suffix
+    notes.append('weights under ' + ', '.join(sorted({k.split('.')[0] for k in state_dict})))
+    return f'{kind} ({"; ".join(notes)})'
+
+
+class CheckpointFit(dict):
+    """What loading a checkpoint into a model would meet: ``missing`` (model weights the checkpoint lacks),
+    ``unexpected`` (checkpoint weights the model has no place for) and ``mismatched`` (``'key: shape vs shape'``)."""
+
+    @property
+    def fits(self) -> bool:
+        return not (self['missing'] or self['unexpected'] or self['mismatched'])
+
+    def summary(self, limit: int = 3) -> str:
+        """E.g. ``19 model weights missing from it (e.g. neck.fpn_convs.4.conv.weight, bbox_head.retina_cls.weight)``:
+        the examples come from as many different top-level modules as there are, up to ``limit``."""
+        parts = []
+        for name, what in (('missing', 'model {} missing from it'), ('unexpected', '{} the model has no place for'),
+                           ('mismatched', '{} of another shape')):
+            keys = self[name]
+            what = what.format('weight' if len(keys) == 1 else 'weights')
+            if keys:
+                first_per_module = {}
+                for key in keys:
+                    first_per_module.setdefault(key.split('.')[0], key)
+                examples = [*first_per_module.values(), *(k for k in keys if k not in first_per_module.values())]
+                examples = examples[:limit]
+                parts.append(f'{len(keys)} {what} (e.g. {", ".join(examples)})')
+        return '; '.join(parts)
+
+
+def _fit(model: torch.nn.Module, state_dict: dict) -> CheckpointFit:
+    """Loads ``state_dict`` into ``model`` (built on the meta device: nothing is copied) and records the misfits.
+
+    Runs the model's own load hooks, so VanillaNet's checks (act_num, arch, training vs deploy form) raise their
+    messages and the paper's key layout is renamed as in a real load.
+    """
+    mismatched = []
+    try:
+        result = model.load_state_dict(state_dict, strict=False, assign=True)
+    except RuntimeError as e:
+        mismatched = [f'{m.group(1)}: {m.group(2)} vs {m.group(3)}' for m in re.finditer(
+            r'size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, '
+            r'the shape in current model is torch\.Size\((\[[^\]]*\])\)', str(e))]
+        if not mismatched:
+            raise
+        shapes = {k.split(':')[0] for k in mismatched}
+        result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in shapes}, strict=False,
+                                       assign=True)
+        missing = [k for k in result.missing_keys if k not in shapes]
+        return CheckpointFit(missing=missing, unexpected=list(result.unexpected_keys), mismatched=mismatched)
+    return CheckpointFit(missing=list(result.missing_keys), unexpected=list(result.unexpected_keys),
+                         mismatched=mismatched)
+
+
+_PURPOSES = {'evaluate': 'To evaluate', 'resume': 'To resume', 'load_from': 'For load_from'}
+
+
+def check_checkpoint_fits(cfg, path: str, purpose: str = 'evaluate') -> CheckpointFit:
+    """Refuses, before any work, a checkpoint that does not fit the model ``cfg`` builds; returns the checkpoint.
+
+    Args:
+        cfg (mmengine.Config): The config.
+        path (str): The checkpoint.
+        purpose (str): ``'evaluate'`` or ``'resume'``: every weight must fit. ``'load_from'`` (fine-tuning): the
+            checkpoint must give every model weight; extra weights and weights of another shape (a head with
+            another number of classes) are left out by mmengine and only listed here. Defaults to ``'evaluate'``.
+
+    Returns:
+        CheckpointFit: How it fits (for ``'load_from'``, what mmengine will leave out).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_checkpoint`; a checkpoint that does not fit.
+    """
+    from .deploy import build_model  # deploy reads checkpoints through this module
+    checkpoint = read_checkpoint(path)
+    state_dict = weights_of(checkpoint)
+    with torch.device('meta'):
+        model = build_model(cfg)
+    try:
+        fit = _fit(model, dict(state_dict))
+    except ValueError as e:  # VanillaNet's own check: another arch, act_num or form
+        raise ValueError(f'{path} does not fit the config: {e}') from None
+    refused = not fit.fits if purpose != 'load_from' else bool(fit['missing'])
+    if refused:
+        if purpose == 'load_from':
+            fix = ('give load_from a checkpoint of this whole model; for backbone weights alone use '
+                   'model.backbone.init_cfg=dict(type=\'Pretrained\', checkpoint=PATH)')
+        else:
+            fix = 'use the checkpoint trained with this config, or the config it was trained with'
+        raise ValueError(f'{path} does not fit the config\'s {type(model).__name__}: it holds '
+                         f'{describe_checkpoint(checkpoint)}; {fit.summary()}. {_PURPOSES[purpose]}, {fix}')
+    return fit

@@ -8,19 +8,20 @@ backbone. The conversion is exact only when deep training has finished (lambda =
 from __future__ import annotations
 
 import copy
-import os.path as osp
 
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope, init_default_scope
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
+
+from .checkpoint import describe_checkpoint, read_checkpoint, save_checkpoint
 
 from .models.layers import SeriesActivation
 from .models.utils import act_lambda_modules, get_act_lambda
 from .models.vanillanet import VanillaBlock
+from .outputs import check_output
 
 
 def switch_to_deploy(model: nn.Module) -> nn.Module:
@@ -83,25 +84,6 @@ LAMBDA_FIX = ('Train until DeepTrainingHook reaches 1 (resume with a longer sche
               'than the epochs trained)')
 
 
-def read_checkpoint(path: str) -> dict:
-    """The dict a checkpoint file holds (on the CPU), with errors that name the file.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a PyTorch checkpoint dict.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} not found')
-    try:
-        ckpt = _load_checkpoint(path, map_location='cpu')
-    except Exception as e:  # torch.load's errors name neither the file nor the fix
-        raise ValueError(f'cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: '
-                         f'{str(e).splitlines()[0] if str(e) else ""})') from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f'{path} holds a {type(ckpt).__name__}, not a checkpoint dict')
-    return ckpt
-
-
 def _is_deploy_checkpoint(checkpoint: dict, state_dict: dict, path: str) -> bool:
     if checkpoint.get('meta', {}).get('deploy'):
         return True
@@ -123,8 +105,9 @@ def _load_into_model(cfg: Config, ckpt: dict, path: str, use_ema: bool) -> tuple
     except RuntimeError as e:
         lines = str(e).splitlines()
         raise ValueError(f'{path} ({source}, {"deploy" if deploy else "training"} form) does not fit the '
-                         f'config\'s {type(model).__name__}: {" ".join(line.strip() for line in lines[:3])[:600]} '
-                         '... Use the config the checkpoint was trained with.') from e
+                         f'config\'s {type(model).__name__}: it holds {describe_checkpoint(ckpt)}; '
+                         f'{" ".join(line.strip() for line in lines[:3])[:400]} ... Use the config the checkpoint '
+                         'was trained with.') from None
     return model.eval(), source, deploy
 
 
@@ -149,20 +132,24 @@ def load_model(cfg: Config, checkpoint: str, use_ema: bool = True) -> tuple[nn.M
 
 @torch.no_grad()
 def reparameterize_checkpoint(cfg: Config, checkpoint: str, out: str, use_ema: bool = True,
-                              input_size: tuple[int, int] = (256, 256), seed: int = 0) -> dict:
+                              input_size: tuple[int, int] = (256, 256), seed: int = 0, force: bool = False) -> dict:
     """Loads a trained checkpoint, converts it to deploy form, checks outputs agree, and saves it.
 
-    The saved file loads strictly into ``cfg`` with ``model.backbone.deploy=True``.
+    The saved file loads strictly into ``cfg`` with ``model.backbone.deploy=True``. ``out`` is checked before the
+    work (see :func:`~mmvanilla.outputs.check_output`: never the input, an existing file only with ``force``) and
+    written whole or not at all.
 
     Returns:
         dict: ``max_abs_diff``, ``max_rel_diff`` (features on a random input, training vs deploy form), ``source``
         (which weights were converted) and ``act_lambda``.
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`load_model`; also a checkpoint already in deploy form.
+        FileNotFoundError, ValueError: as :func:`load_model`; also a checkpoint already in deploy form, or an
+            output that cannot or may not be written.
         RuntimeError: lambda < 1, or the two forms disagree (nothing is written).
     """
     logger = MMLogger.get_current_instance()
+    check_output(out, force, inputs=[checkpoint], what='deploy checkpoint')
     ckpt = read_checkpoint(checkpoint)
     model, source, deploy = _load_into_model(cfg, ckpt, checkpoint, use_ema)
     if deploy:
@@ -185,7 +172,7 @@ def reparameterize_checkpoint(cfg: Config, checkpoint: str, out: str, use_ema: b
         raise RuntimeError(f'deploy form disagrees with the training form (max rel diff {rel_diff:.3e}); '
                            f'{out} was not written')
     meta = dict(ckpt.get('meta', {}), act_lambda=1.0, deploy=True, converted_from=checkpoint, weights=source)
-    torch.save(dict(meta=meta, state_dict=model.state_dict()), out)
+    save_checkpoint(dict(meta=meta, state_dict=model.state_dict()), out)
     return dict(max_abs_diff=abs_diff, max_rel_diff=rel_diff, source=source, act_lambda=lam)
 
 

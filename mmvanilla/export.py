@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .deploy import LAMBDA_FIX, load_model, switch_to_deploy
 from .models.classifier import VanillaNetClassifier
 from .models.utils import get_act_lambda
+from .outputs import atomic_output, check_output
 
 #: Lowest opset the ``torch.export``-based exporter writes; below it torch silently keeps 18.
 MIN_OPSET = 18
@@ -199,9 +200,8 @@ def _relative_error(ref: np.ndarray, out: np.ndarray) -> float:
 
 
 def _remove(path: str) -> None:
-    for file in (path, path + '.data'):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(file)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def _check_opset(opset: int | None) -> None:
@@ -237,7 +237,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
         ``dynamic_batch``, ``max_abs_diff`` and ``max_rel_diff`` (None without ``check``).
 
     Raises:
-        RuntimeError: lambda < 1 (nothing is written), or the check fails (the file is deleted).
+        RuntimeError: lambda < 1, or the check fails (nothing is written: ``path`` keeps what it held).
         ValueError: a bad ``input_shape``, ``opset`` or ``output_names``.
 
     Example:
@@ -259,8 +259,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
 
     x = torch.rand(input_shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     wrapped = _FlatOutputs(net).eval()
-    with torch.no_grad():
-        reference = [t.numpy() for t in wrapped(x)]
+    try:
+        with torch.no_grad():
+            reference = [t.numpy() for t in wrapped(x)]
+    except RuntimeError as e:  # e.g. a pooling window larger than what is left of a small input
+        raise ValueError(f'{type(model).__name__} cannot run on a {input_shape[2]}x{input_shape[3]} input '
+                         f'({str(e).splitlines()[0][:200]}): give a larger --shape; nothing was written') from None
     if output_names is None:
         output_names = ['output'] if len(reference) == 1 else [f'output{i}' for i in range(len(reference))]
     output_names = list(output_names)
@@ -269,42 +273,47 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
                          'distinct name per output tensor')
 
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    _remove(path)  # a stale path + '.data' would be mistaken for this export's weights
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter('ignore')  # torch.export's notes about mmdet's Python asserts, at every export
-            program = torch.onnx.export(
-                wrapped, (x,), None, input_names=['input'], output_names=output_names, opset_version=opset,
-                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},) if dynamic_batch else None, dynamo=True,
-                verbose=False)
-    except torch.onnx.OnnxExporterError as e:
-        # torch's message is a page of next steps; its last part names the failing op or line.
-        summary = str(e).split('## Exception summary')[-1].strip().splitlines()[0]
-        raise RuntimeError(f'torch could not export {type(model).__name__} to ONNX: {summary} (set '
-                           'MMVANILLA_DEBUG=1 for torch\'s full report); nothing was written') from e
-    program.save(path)  # weights inside the file unless they pass protobuf's 2 GB limit
-    files = [f for f in (path, path + '.data') if osp.isfile(f)]
-    written_opset = program.model.opset_imports.get('')  # the onnx_ir model: no copy of the weights
-
-    report = dict(path=path, files=files, input=dict(name='input', shape=list(input_shape)),
-                  outputs=[dict(name=n, shape=list(r.shape)) for n, r in zip(output_names, reference)],
-                  opset=written_opset, act_lambda=lam, reparameterized=reparameterized,
-                  dynamic_batch=dynamic_batch, max_abs_diff=None, max_rel_diff=None)
     logger = MMLogger.get_current_instance()
+    # Written and checked under a temporary name, then renamed: a failed export or check leaves what was there.
+    with atomic_output(path) as tmp:
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter('ignore')  # torch.export's notes about mmdet's Python asserts, at every export
+                program = torch.onnx.export(
+                    wrapped, (x,), None, input_names=['input'], output_names=output_names, opset_version=opset,
+                    dynamic_shapes=({0: torch.export.Dim.DYNAMIC},) if dynamic_batch else None, dynamo=True,
+                    verbose=False)
+        except torch.onnx.OnnxExporterError as e:
+            # torch's message is a page of next steps; its last part names the failing op or line.
+            summary = str(e).split('## Exception summary')[-1].strip().splitlines()[0]
+            raise RuntimeError(f'torch could not export {type(model).__name__} to ONNX: {summary} (set '
+                               'MMVANILLA_DEBUG=1 for torch\'s full report); nothing was written') from e
+        program.save(tmp)  # weights inside the file unless they pass protobuf's 2 GB limit
+        external = osp.isfile(tmp + '.data')
+        written_opset = program.model.opset_imports.get('')  # the onnx_ir model: no copy of the weights
+
+        report = dict(path=path, files=[path, path + '.data'] if external else [path],
+                      input=dict(name='input', shape=list(input_shape)),
+                      outputs=[dict(name=n, shape=list(r.shape)) for n, r in zip(output_names, reference)],
+                      opset=written_opset, act_lambda=lam, reparameterized=reparameterized,
+                      dynamic_batch=dynamic_batch, max_abs_diff=None, max_rel_diff=None)
+        if check:
+            session = onnxruntime_session(tmp, threads=torch.get_num_threads())
+            outputs = session.run(output_names, {'input': x.numpy()})
+            del session
+            abs_diff = max(float(np.abs(r - o).max()) for r, o in zip(reference, outputs))
+            rel_diffs = {n: _relative_error(r, o) for n, r, o in zip(output_names, reference, outputs)}
+            worst = max(rel_diffs, key=rel_diffs.get)
+            report.update(max_abs_diff=abs_diff, max_rel_diff=rel_diffs[worst])
+            if not rel_diffs[worst] <= rtol:  # also catches NaN
+                raise RuntimeError(f'onnxruntime disagrees with PyTorch on output {worst!r}: max relative error '
+                                   f'{rel_diffs[worst]:.3e} > {rtol:g}; {path} was not written. Try another opset '
+                                   '(--opset), or report the model and torch/onnxruntime versions.')
+    if not external:
+        _remove(path + '.data')  # a stale one from an earlier, larger export would be mistaken for this one's
     if check:
-        session = onnxruntime_session(path, threads=torch.get_num_threads())
-        outputs = session.run(output_names, {'input': x.numpy()})
-        abs_diff = max(float(np.abs(r - o).max()) for r, o in zip(reference, outputs))
-        rel_diffs = {n: _relative_error(r, o) for n, r, o in zip(output_names, reference, outputs)}
-        worst = max(rel_diffs, key=rel_diffs.get)
-        report.update(max_abs_diff=abs_diff, max_rel_diff=rel_diffs[worst])
-        if not rel_diffs[worst] <= rtol:  # also catches NaN
-            _remove(path)
-            raise RuntimeError(f'onnxruntime disagrees with PyTorch on output {worst!r}: max relative error '
-                               f'{rel_diffs[worst]:.3e} > {rtol:g}; {path} was deleted. Try another opset (--opset), '
-                               'or report the model and torch/onnxruntime versions.')
-        logger.info(f'exported {path}: onnxruntime vs PyTorch max abs diff {abs_diff:.3e}, '
-                    f'max rel diff {rel_diffs[worst]:.3e}')
+        logger.info(f'exported {path}: onnxruntime vs PyTorch max abs diff {report["max_abs_diff"]:.3e}, '
+                    f'max rel diff {report["max_rel_diff"]:.3e}')
     else:
         logger.info(f'exported {path} (not checked against PyTorch)')
     return report
@@ -364,9 +373,40 @@ def select_part(model: nn.Module, part: str = 'auto') -> tuple[nn.Module, str]:
     return RawDetector(model), part
 
 
+def min_input_size(model: nn.Module) -> int:
+    """The smallest input side every VanillaNet in ``model`` takes: its total stride (stem stride times the
+    blocks' pooling strides), below which a pooling window finds no pixel left. 1 for a model without VanillaNet."""
+    sides = [1]
+    for module in model.modules():
+        arch = getattr(module, 'arch', None)
+        if isinstance(arch, dict) and 'strides' in arch:
+            side = arch.get('stem_stride', 4)
+            for stride, pool_size in zip(arch['strides'], arch.get('pool_sizes') or [None] * len(arch['strides'])):
+                side *= stride if pool_size is None else 1
+            sides.append(side)
+    return max(sides)
+
+
+def check_input_size(model: nn.Module, input_size: Sequence[int]) -> None:
+    """Refuses an input height or width the model cannot take, naming the smallest it can.
+
+    Raises:
+        ValueError: a size that is not a positive integer, or below :func:`min_input_size`.
+    """
+    if len(input_size) != 2 or any(int(s) != s or s < 1 for s in input_size):
+        raise ValueError(f'--shape {" ".join(map(str, input_size))}: give a height and a width, positive integers '
+                         '(e.g. --shape 224 224)')
+    smallest = min_input_size(model)
+    if min(input_size) < smallest:
+        raise ValueError(f'--shape {" ".join(map(str, input_size))} is too small for this model: its VanillaNet '
+                         f'downsamples by {smallest}, so height and width must be at least {smallest} (a multiple of '
+                         f'{smallest}, e.g. --shape {max(smallest, 224 // smallest * smallest)} '
+                         f'{max(smallest, 224 // smallest * smallest)}, wastes no pixel)')
+
+
 def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto',
                       input_size: Sequence[int] = (224, 224), batch_size: int = 1, opset: int | None = None,
-                      use_ema: bool = True, rtol: float = 1e-4) -> dict:
+                      use_ema: bool = True, rtol: float = 1e-4, force: bool = False) -> dict:
     """What tools/export_onnx.py does: load ``checkpoint`` into ``cfg.model``, export ``part``, check it.
 
     Args:
@@ -379,6 +419,7 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto'
         opset (int | None): ONNX opset (>= 18); None for torch's default. Defaults to None.
         use_ema (bool): Export the EMA weights when the checkpoint has them. Defaults to True.
         rtol (float): Largest relative error the onnxruntime check accepts. Defaults to 1e-4.
+        force (bool): Replace ``out`` if it exists. Defaults to False.
 
     Returns:
         dict: :func:`export_onnx`'s report with ``part``, ``source`` (the weights exported), ``checkpoint_form``,
@@ -386,8 +427,13 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto'
         the graph's input must already have had applied).
     """
     _check_opset(opset)  # before the slow part
+    check_output(out, force, inputs=[checkpoint], what='ONNX file')
+    if min(input_size) < 1 or batch_size < 1:
+        raise ValueError(f'--shape {" ".join(map(str, input_size))} --batch {batch_size}: sizes must be positive '
+                         'integers (e.g. --shape 224 224)')
     model, source, deploy = load_model(cfg, checkpoint, use_ema)
     module, part = select_part(model, part)
+    check_input_size(module, input_size)
     x = torch.zeros(batch_size, 3, *input_size)
     names = module.output_names(x) if isinstance(module, RawDetector) else (
         ['logits'] if part == 'classifier' else None)

@@ -1,6 +1,7 @@
 import argparse
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -9,6 +10,8 @@ from mmengine.runner import Runner, load_checkpoint
 from torch.utils.data import TensorDataset
 
 import mmvanilla  # noqa: F401  (registers the checkpoint allowlist)
+from mmvanilla.checkpoint import (check_checkpoint_fits, describe_checkpoint, is_complete_checkpoint,
+                                  read_checkpoint, save_checkpoint)
 
 
 class ToyModel(BaseModel):
@@ -83,3 +86,130 @@ def test_a_checkpoint_with_the_training_scripts_arguments_loads(tmp_path):
         pass
     loaded = torch.load(tmp_path / 'official.pth', weights_only=True)
     assert loaded['args'] == args and torch.equal(loaded['model']['w'], torch.ones(2))
+
+
+# Reading files: one place, errors that name the file, the cause and the fix.
+
+def bad_files(tmp_path) -> dict:
+    """What a user may hand over as a checkpoint by mistake (or by malice)."""
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.ones(1000)}}, good)
+    files = dict(empty=tmp_path / 'empty.pth', random=tmp_path / 'random.pth', truncated=tmp_path / 'truncated.pth',
+                 text=tmp_path / 'notes.pth', evil=tmp_path / 'evil.pth', tensor=tmp_path / 'tensor.pth')
+    files['empty'].write_bytes(b'')
+    files['random'].write_bytes(bytes(range(256)) * 8)
+    files['truncated'].write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+    files['text'].write_text('hello')
+    torch.save({'state_dict': {}, 'meta': Exploit(tmp_path / 'pwned')}, files['evil'])
+    torch.save(torch.ones(2), files['tensor'])
+    return files
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('empty', r'empty.pth is empty \(0 bytes\): its saving was cut short'),
+    ('random', r'random.pth is not a PyTorch checkpoint \(unreadable pickle: Unsupported operand'),
+    ('truncated', r'truncated.pth is incomplete \(the end of its zip archive is missing\)'),
+    ('text', r'notes.pth is not a PyTorch checkpoint \(KeyError'),
+    ('tensor', r'tensor.pth holds a Tensor, not a checkpoint dict'),
+])
+def test_a_file_that_is_no_checkpoint_is_named_with_the_cause_and_the_fix(tmp_path, kind, message):
+    path = bad_files(tmp_path)[kind]
+    with pytest.raises(ValueError, match=message) as error:
+        read_checkpoint(path)
+    assert "use a checkpoint written by mmengine's runner or torch.save" in str(error.value)
+    assert '\n' not in str(error.value) and 'weights_only' not in str(error.value)
+
+
+def test_a_checkpoint_that_pickles_code_is_refused_by_name_and_never_run(tmp_path):
+    path = bad_files(tmp_path)['evil']
+    with pytest.raises(ValueError, match=r'refused to load checkpoint .*evil.pth: it pickles posix.system') as error:
+        read_checkpoint(path)
+    assert 'weights_only=False' not in str(error.value) and 'Do not load this file' in str(error.value)
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_completeness_is_told_from_the_end_of_the_file(tmp_path):
+    files = bad_files(tmp_path)
+    assert is_complete_checkpoint(tmp_path / 'good.pth')
+    assert not is_complete_checkpoint(files['truncated']) and not is_complete_checkpoint(files['empty'])
+    assert not is_complete_checkpoint(tmp_path / 'missing.pth')
+
+
+def test_save_checkpoint_writes_the_whole_file_or_leaves_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / 'epoch_1.pth'
+    save_checkpoint({'w': torch.ones(3)}, path)
+    assert torch.equal(read_checkpoint(path)['w'], torch.ones(3))
+
+    real_save = torch.save
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, 'r+b') as out:  # half the bytes are out, then Ctrl-C
+            out.truncate(out.seek(0, 2) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, 'save', interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({'w': torch.zeros(3)}, path)
+    assert torch.equal(read_checkpoint(path)['w'], torch.ones(3)) and os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+# Does a checkpoint fit the model a config builds? Checked on the meta device, before any work.
+
+@pytest.fixture(scope='module')
+def model_checkpoints(tmp_path_factory):
+    """The tiny RetinaNet's, Mask R-CNN's and classifier's weights, saved as mmengine's runner saves them."""
+    from mmengine.config import Config
+
+    from mmvanilla.deploy import build_model
+
+    from .conftest import ROOT
+    root = tmp_path_factory.mktemp('fit')
+    for name in ('retinanet', 'mask_rcnn'):
+        model = build_model(Config.fromfile(ROOT / f'configs/{name}_vanillanet_tiny_synthetic.py'))
+        torch.save(dict(state_dict=model.state_dict(), meta=dict(experiment_name=f'{name}_tiny_20261123_021800')),
+                   root / f'{name}.pth')
+    return root
+
+
+def test_a_checkpoint_of_the_config_fits(model_checkpoints):
+    from .conftest import RETINANET
+    from mmengine.config import Config
+    assert check_checkpoint_fits(Config.fromfile(RETINANET), str(model_checkpoints / 'retinanet.pth')).fits
+
+
+def test_another_models_checkpoint_is_refused_naming_what_it_is(model_checkpoints):
+    from mmengine.config import Config
+
+    from .conftest import RETINANET
+    with pytest.raises(ValueError) as error:
+        check_checkpoint_fits(Config.fromfile(RETINANET), str(model_checkpoints / 'mask_rcnn.pth'))
+    message = str(error.value)
+    assert "mask_rcnn.pth does not fit the config's RetinaNet: it holds a two-stage detector with a mask head" \
+        in message
+    assert 'trained as mask_rcnn_tiny;' in message
+    assert re.search(r'model weights missing from it \(e.g. [^)]*bbox_head\.', message)
+    assert 'weights the model has no place for (e.g. ' in message
+    assert 'To evaluate, use the checkpoint trained' in message
+
+
+def test_load_from_needs_every_model_weight_but_tolerates_a_head_of_another_size(model_checkpoints):
+    from mmengine.config import Config
+
+    from .conftest import RETINANET
+    cfg = Config.fromfile(RETINANET)
+    with pytest.raises(ValueError, match=r'For load_from, give load_from a checkpoint of this whole model'):
+        check_checkpoint_fits(cfg, str(model_checkpoints / 'mask_rcnn.pth'), 'load_from')
+    cfg.model.bbox_head.num_classes = 7  # fine-tuning on another data set
+    fit = check_checkpoint_fits(cfg, str(model_checkpoints / 'retinanet.pth'), 'load_from')
+    assert not fit.fits and fit['mismatched'] and not fit['missing']
+    assert all(key.startswith('bbox_head.retina_cls.') for key in fit['mismatched'])
+    with pytest.raises(ValueError, match=r'2 weights of another shape \(e.g. bbox_head.retina_cls.weight: '):
+        check_checkpoint_fits(cfg, str(model_checkpoints / 'retinanet.pth'), 'resume')
+
+
+def test_describe_checkpoint_says_what_the_keys_show():
+    classifier = {'state_dict': {'network.backbone.stem.layer.conv.weight': torch.ones(1),
+                                 'network.head.fc.conv.weight': torch.ones(1)}}
+    assert describe_checkpoint(classifier) == 'an image classifier (weights under network)'
+    assert describe_checkpoint({'epoch': 3}) == 'no model weights (its keys: epoch)'

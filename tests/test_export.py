@@ -1,4 +1,5 @@
 """ONNX export (mmvanilla/export.py, tools/export_onnx.py): the deploy form, checked with onnxruntime."""
+import os
 import re
 
 import numpy as np
@@ -69,12 +70,16 @@ def test_export_refuses_a_model_below_lambda_one_and_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_failed_onnxruntime_check_deletes_the_file(tmp_path):
+def test_a_failed_onnxruntime_check_writes_nothing_and_keeps_an_earlier_file(tmp_path):
     net = VanillaNetClassifier(TINY_ARCH, num_classes=10)
     net.set_act_lambda(1.0)
-    with pytest.raises(RuntimeError, match='onnxruntime disagrees with PyTorch.*was deleted'):
+    with pytest.raises(RuntimeError, match='onnxruntime disagrees with PyTorch.*was not written'):
         export_onnx(net, tmp_path / 'net.onnx', input_shape=(1, 3, *SHAPE), rtol=-1.0)  # no error passes
     assert not list(tmp_path.iterdir())
+    (tmp_path / 'net.onnx').write_bytes(b'an earlier export')
+    with pytest.raises(RuntimeError, match='onnxruntime disagrees with PyTorch'):
+        export_onnx(net, tmp_path / 'net.onnx', input_shape=(1, 3, *SHAPE), rtol=-1.0)
+    assert os.listdir(tmp_path) == ['net.onnx'] and (tmp_path / 'net.onnx').read_bytes() == b'an earlier export'
 
 
 def test_export_refuses_opsets_torch_cannot_write(tmp_path):
@@ -153,7 +158,7 @@ def test_a_missing_or_foreign_checkpoint_is_named(checkpoints, tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth not found'):
         export_checkpoint(cfg, str(tmp_path / 'nope.pth'), str(tmp_path / 'x.onnx'))
     (tmp_path / 'junk.pth').write_text('not a checkpoint')
-    with pytest.raises(ValueError, match='cannot read .*junk.pth'):
+    with pytest.raises(ValueError, match='junk.pth is not a PyTorch checkpoint'):
         export_checkpoint(cfg, str(tmp_path / 'junk.pth'), str(tmp_path / 'x.onnx'))
     torch.save(dict(state_dict={'fc.weight': torch.zeros(2, 2)}), tmp_path / 'other.pth')
     with pytest.raises(ValueError, match='holds no VanillaNet layer weights'):

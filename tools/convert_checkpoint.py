@@ -1,11 +1,12 @@
 """Convert a checkpoint of the paper's code (github.com/huawei-noah/VanillaNet) to mmvanilla's names.
 
-    python tools/convert_checkpoint.py IN OUT [--config CONFIG] [--no-ema] [--cfg-options KEY=VALUE ...]
+    python tools/convert_checkpoint.py IN OUT [--config CONFIG] [--no-ema] [--force] [--cfg-options KEY=VALUE ...]
 
 IN is an mmdet 2.x VanillaNet detector (RetinaNet, Mask R-CNN: its backbone is renamed, neck and heads keep their
 names) or an ImageNet classifier (``model``/``model_ema``: EMA weights unless --no-ema). OUT loads strictly into
 mmvanilla's configs (``load_from=OUT``). Lists every key it could not map. With --config, checks that OUT loads
-strictly into that config's model and exits with status 1 if not.
+strictly into that config's model and exits with status 1 if not. An existing OUT is replaced only with --force,
+and never when it is IN itself.
 
 Not needed to start from the paper's ImageNet weights: ``init_cfg=dict(type='Pretrained', checkpoint=IN)`` reads
 them as they are.
@@ -25,11 +26,12 @@ def main() -> int:
     parser.add_argument('dst', metavar='OUT')
     parser.add_argument('--config', help='check that OUT loads strictly into this config\'s model')
     parser.add_argument('--no-ema', action='store_true', help='convert the model weights even if EMA ones exist')
+    parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     args = parser.parse_args()
     with clear_errors():
         cfg = load_config(args.config, cfg_options=args.cfg_options) if args.config else None
-        report = convert_checkpoint_file(args.src, args.dst, cfg, use_ema=not args.no_ema)
+        report = convert_checkpoint_file(args.src, args.dst, cfg, use_ema=not args.no_ema, force=args.force)
     print(f'{args.dst}: {report["kind"]} in {report["form"]} form, weights from {report["source"]}; renamed '
           f'{report["renamed"]} keys, kept {len(report["kept"])}, dropped {len(report["dropped"])}')
     problems = 0

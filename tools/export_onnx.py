@@ -1,7 +1,7 @@
 """Export a trained VanillaNet classifier, backbone or single-stage detector to ONNX, checked with onnxruntime.
 
     python tools/export_onnx.py CONFIG CHECKPOINT [--out FILE.onnx] [--part {auto,classifier,backbone,detector}]
-        [--shape H W] [--batch N] [--opset N] [--no-ema] [--cfg-options KEY=VALUE ...]
+        [--shape H W] [--batch N] [--opset N] [--no-ema] [--force] [--cfg-options KEY=VALUE ...]
 
 CHECKPOINT is a runner checkpoint at lambda = 1 (re-parameterized on the way) or a deploy-form one from
 tools/reparameterize.py; a checkpoint at lambda < 1 is refused. The graph is always the deploy form, with a dynamic
@@ -11,8 +11,8 @@ batch axis; its input is the image after the config's data_preprocessor (normali
 bbox_pred maps, without anchors, box decoding or NMS. A two-stage detector (Mask R-CNN) is refused (its forward runs
 NMS and RoIAlign on a data-dependent number of proposals; mmdet 3.x leaves that to mmdeploy): use --part backbone.
 
-The tool runs the file with onnxruntime and compares it with PyTorch (max relative error <= 1e-4, else the file is
-deleted).
+The tool runs the file with onnxruntime and compares it with PyTorch (max relative error <= 1e-4, else nothing is
+written). An existing output is replaced only with --force.
 """
 import argparse
 import os.path as osp
@@ -35,13 +35,15 @@ def main():
     parser.add_argument('--batch', type=int, default=1, help='batch of the example input (the axis is dynamic)')
     parser.add_argument('--opset', type=int, help='ONNX opset, 18 or later (default: torch\'s)')
     parser.add_argument('--no-ema', action='store_true', help='export the model weights even if EMA ones exist')
+    parser.add_argument('--force', action='store_true', help='replace the .onnx file if it exists')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     args = parser.parse_args()
     with clear_errors():
         cfg = load_config(args.config, cfg_options=args.cfg_options)
         out = args.out or osp.splitext(args.checkpoint)[0] + '.onnx'
         report = export_checkpoint(cfg, args.checkpoint, out, part=args.part, input_size=args.shape,
-                                   batch_size=args.batch, opset=args.opset, use_ema=not args.no_ema)
+                                   batch_size=args.batch, opset=args.opset, use_ema=not args.no_ema,
+                                   force=args.force)
     form = 're-parameterized from the training form' if report['reparameterized'] else 'deploy form'
     print(f'{report["path"]}: {report["part"]} of {args.checkpoint} ({report["source"]}, {form}), '
           f'opset {report["opset"]}, input "input" {report["input"]["shape"]} (batch dynamic)')

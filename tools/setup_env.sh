@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Creates .venv/ with torch 2.14.1, mmcv 2.1.0 (compiled CPU ops), mmengine, mmdet, timm and mmvanilla itself,
-# then proves the install. Idempotent: a second run only re-checks the install.
+# Creates .venv/ with torch 2.14.1, mmcv 2.1.0 (compiled ops), mmengine, mmdet, timm and mmvanilla itself, then
+# proves the install. Idempotent: a second run only re-checks the install.
 #
-# mmcv has no wheel for this torch; its sdist builds once (about 15 minutes on 2 cores) with C++20 and no build
-# isolation. The wheel is cached outside the clone, keyed by mmcv, torch and Python versions, so another clone on
-# the same machine installs it in seconds.
+# mmcv has no wheel for this torch; its sdist builds once (about 15 minutes on 2 cores for the CPU ops) with C++20
+# and no build isolation. Its ops get CUDA kernels when torch is a CUDA build, nvcc is there to compile them and a GPU
+# to run them (build target "cuda<version>"; MMVANILLA_MMCV_CUDA=1 without a GPU, =0 never), else CPU ones only
+# (target "cpu"); see tools/mmcv_ops.py. The wheel is cached outside the clone, keyed by mmcv, torch and Python
+# versions and the build target, so another clone installs it in seconds and a wheel without CUDA kernels is never
+# reused where they are wanted (a home directory shared by CPU and GPU nodes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,29 +22,21 @@ STAMP="$VENV/.mmvanilla-setup"
 log() { printf '[setup] %s\n' "$*"; }
 fail() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
-verify() {
-  "$VENV/bin/python" - <<'PYEOF'
-import torch
-from mmcv.ops import RoIAlign, nms
-boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
-scores = torch.tensor([0.9, 0.8, 0.7])
-_, keep = nms(boxes, scores, iou_threshold=0.5)
-assert keep.tolist() == [0, 2], keep
-feat = torch.arange(64, dtype=torch.float32).reshape(1, 1, 8, 8)
-rois = torch.tensor([[0., 0., 0., 4., 4.]])
-out = RoIAlign((2, 2), spatial_scale=1.0, sampling_ratio=2)(feat, rois)
-assert out.shape == (1, 1, 2, 2), out.shape
-import mmdet.models  # noqa: F401  (needs the compiled ops)
-import mmvanilla  # noqa: F401
-print(f'[setup] ok: torch {torch.__version__}, mmcv.ops nms + RoIAlign run on CPU, mmdet.models imports')
-PYEOF
-}
+# tools/mmcv_ops.py: the build target of mmcv's ops ("cuda<version>" or "cpu"), and the check of the install.
+build_target() { "$VENV/bin/python" "$ROOT/tools/mmcv_ops.py" target; }
+verify() { "$VENV/bin/python" "$ROOT/tools/mmcv_ops.py" verify "$1"; }
 
-want=$(cat "$ROOT/pyproject.toml" "$ROOT/tools/setup_env.sh" | sha256sum | cut -d' ' -f1)
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
-  log "environment up to date: $VENV"
-  verify
-  exit 0
+want=$(cat "$ROOT/pyproject.toml" "$ROOT/tools/setup_env.sh" "$ROOT/tools/mmcv_ops.py" | sha256sum | cut -d' ' -f1)
+if [[ -f "$STAMP" && -x "$VENV/bin/python" ]]; then
+  read -r stamped built < "$STAMP" || true
+  target=$(build_target)
+  # The stamp records what the ops were built for: CUDA kernels wanted now (a GPU node sharing this clone, nvcc
+  # installed since) over a CPU-only build rebuilds; a CUDA build also serves the CPU.
+  if [[ "$stamped" == "$want" && -n "${built:-}" && ( "$built" == "$target" || "$target" == cpu ) ]]; then
+    log "environment up to date: $VENV (mmcv ops for $built)"
+    verify "$built"
+    exit 0
+  fi
 fi
 
 # Anything below that fails removes the half-made environment: the next run starts clean.
@@ -59,10 +54,20 @@ log "installing torch $TORCH and torchvision $TORCHVISION"
 "${PIP[@]}" "torch==$TORCH" "torchvision==$TORCHVISION"
 
 pytag=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-WHEELDIR="$CACHE/wheels/mmcv-$MMCV-torch$TORCH-$pytag"
+target=$(build_target)
+if [[ "$target" == cpu ]]; then
+  # The folder name CPU wheels had before the key held the target: wheels cached then are still found.
+  WHEELDIR="$CACHE/wheels/mmcv-$MMCV-torch$TORCH-$pytag"
+  # No CUDA kernels without nvcc: hide any GPU, or mmcv's setup.py would ask for them.
+  build_env=(CUDA_VISIBLE_DEVICES= FORCE_CUDA=0)
+else
+  WHEELDIR="$CACHE/wheels/mmcv-$MMCV-torch$TORCH-$pytag-$target"
+  build_env=(FORCE_CUDA=1)
+fi
+log "mmcv ops will be built for $target (torch CUDA: $("$VENV/bin/python" -c 'import torch; print(torch.version.cuda)'))"
 wheel=$(ls "$WHEELDIR"/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n1 || true)
 if [[ -z "$wheel" ]]; then
-  log "no cached mmcv wheel in $WHEELDIR: building mmcv $MMCV from source (about 15 minutes on 2 cores)"
+  log "no cached mmcv wheel in $WHEELDIR: building mmcv $MMCV from source (about 15 minutes on 2 cores for the CPU ops; longer with CUDA kernels)"
   build=$(mktemp -d)
   "$VENV/bin/python" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
     "mmcv==$MMCV" -d "$build" || fail "could not download the mmcv $MMCV sdist from the package index"
@@ -71,10 +76,10 @@ if [[ -z "$wheel" ]]; then
   # torch >= 2.10 headers need C++20; mmcv 2.1.0 asks for C++17.
   grep -q 'c++17' "$src/setup.py" || fail "mmcv's setup.py no longer mentions c++17: update the patch in $0"
   sed -i 's/c++17/c++20/g' "$src/setup.py"
-  if ! (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+  if ! (cd "$src" && env "${build_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         "$VENV/bin/python" -m pip wheel --no-deps --no-build-isolation -w "$build/dist" . > "$build/build.log" 2>&1); then
     tail -n 40 "$build/build.log" >&2
-    fail "mmcv $MMCV failed to build against torch $TORCH (full log: $build/build.log)"
+    fail "mmcv $MMCV failed to build against torch $TORCH for $target (full log: $build/build.log)"
   fi
   mkdir -p "$WHEELDIR"
   built=$(ls "$build"/dist/mmcv-*.whl)
@@ -89,6 +94,6 @@ fi
 
 log "installing mmvanilla (editable) with mmengine, mmdet, timm, pycocotools, pytest"
 "${PIP[@]}" -e "$ROOT[test]"
-verify
-echo "$want" > "$STAMP"
+verify "$target"
+echo "$want $target" > "$STAMP"
 log "done: activate with 'source .venv/bin/activate'"

@@ -268,7 +268,7 @@ def compare_keys(state_dict: Mapping, model: torch.nn.Module) -> dict:
                             if k in own and tuple(v.shape) != tuple(own[k].shape)])
 
 
-def convert_checkpoint_file(src: str, dst: str, config=None, use_ema: bool = True) -> dict:
+def convert_checkpoint_file(src: str, dst: str, config=None, use_ema: bool = True, force: bool = False) -> dict:
     """Converts the paper's checkpoint file ``src`` (:func:`convert_official_checkpoint`) and saves it as ``dst``.
 
     Args:
@@ -277,14 +277,21 @@ def convert_checkpoint_file(src: str, dst: str, config=None, use_ema: bool = Tru
         config (mmengine.Config | None): If given, its ``model`` is built (on the meta device: no memory, no
             weights) and the converted keys are compared with it (:func:`compare_keys`). Defaults to None.
         use_ema (bool): Prefer ``model_ema`` over ``model``. Defaults to True.
+        force (bool): Replace ``dst`` if it exists (never ``src``). Defaults to False.
 
     Returns:
         dict: The report of :func:`convert_official_checkpoint`, with ``missing``, ``unexpected`` and
         ``mismatched`` when ``config`` is given.
-    """
-    from mmengine.runner.checkpoint import _load_checkpoint
 
-    checkpoint = _load_checkpoint(src, map_location='cpu')
+    Raises:
+        FileNotFoundError, ValueError: ``src`` cannot be read (:func:`~mmvanilla.checkpoint.read_checkpoint`), or
+            ``dst`` cannot or may not be written (:func:`~mmvanilla.outputs.check_output`); nothing is written.
+    """
+    from mmvanilla.checkpoint import read_checkpoint, save_checkpoint
+    from mmvanilla.outputs import check_output
+
+    check_output(dst, force, inputs=[src], what='converted checkpoint')
+    checkpoint = read_checkpoint(src)
     converted, report = convert_official_checkpoint(checkpoint, use_ema)
     converted['meta']['converted_from'] = str(src)
     if config is not None:
@@ -292,5 +299,5 @@ def convert_checkpoint_file(src: str, dst: str, config=None, use_ema: bool = Tru
         with torch.device('meta'):
             model = build_model(config)
         report.update(compare_keys(converted['state_dict'], model))
-    torch.save(converted, dst)
+    save_checkpoint(converted, dst)
     return report
