@@ -81,18 +81,11 @@ def check_model_config(cfg: Config) -> None:
     Raises:
         ValueError: ``norm_cfg`` of a VanillaNet is not a BatchNorm type.
     """
-    from mmengine.registry import MODELS
-    from torch.nn.modules.batchnorm import _BatchNorm
+    from .models.layers import check_fusable_norm
     for path, node in _vanillanet_settings(cfg):
         norm_cfg = node.get('norm_cfg')
-        if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
-            continue
-        norm_type = norm_cfg['type']
-        layer = norm_type if isinstance(norm_type, type) else MODELS.get(norm_type)
-        if not (isinstance(layer, type) and issubclass(layer, _BatchNorm)):
-            raise ValueError(f'{path}.norm_cfg.type={getattr(norm_type, "__name__", norm_type)!r}: VanillaNet folds '
-                             'its norms into convolutions, so norm_cfg must be a BatchNorm type; set '
-                             f"{path}.norm_cfg.type='BN' (or 'SyncBN' on several GPUs)")
+        if isinstance(norm_cfg, dict) and 'type' in norm_cfg:
+            check_fusable_norm(norm_cfg, f'{path}.norm_cfg')
 
 
 def use_cpu_distributed(cfg: Config) -> None:

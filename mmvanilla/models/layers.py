@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
+from mmengine.registry import MODELS as MMENGINE_MODELS  # where mmcv registers its norm layers
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -25,13 +26,26 @@ def trunc_normal_init(conv: nn.Conv2d) -> nn.Conv2d:
     return conv
 
 
+def check_fusable_norm(norm_cfg: dict, where: str = 'norm_cfg') -> None:
+    """Refuses, before anything is built, a norm that cannot be folded into a convolution.
+
+    Args:
+        norm_cfg (dict): The norm config (its ``type`` a registered name or a class).
+        where (str): The setting's name in the message, e.g. ``'model.backbone.norm_cfg'``. Defaults to
+            ``'norm_cfg'``.
+    """
+    norm_type = norm_cfg.get('type')
+    layer = norm_type if isinstance(norm_type, type) else MMENGINE_MODELS.get(norm_type)
+    if not (isinstance(layer, type) and issubclass(layer, _BatchNorm)):
+        raise ValueError(f'{where}.type={getattr(norm_type, "__name__", norm_type)!r}: VanillaNet folds its norms '
+                         f"into convolutions, so norm_cfg must be a BatchNorm type; set {where}.type='BN' (or "
+                         "'SyncBN' on several GPUs)")
+
+
 def build_fusable_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
-    """Builds the norm layer from ``norm_cfg`` and checks it can be folded into a convolution."""
-    norm = build_norm_layer(norm_cfg, channels)[1]
-    if not isinstance(norm, _BatchNorm):
-        raise ValueError(f'VanillaNet folds its norms into convolutions, so norm_cfg must be a BatchNorm type '
-                         f"(e.g. 'BN' or 'SyncBN'); got {norm_cfg.get('type')!r}")
-    return norm
+    """Builds the norm layer from ``norm_cfg`` once :func:`check_fusable_norm` has accepted it."""
+    check_fusable_norm(norm_cfg)
+    return build_norm_layer(norm_cfg, channels)[1]
 
 
 def check_act_lambda(value: float) -> float:

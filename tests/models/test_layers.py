@@ -71,7 +71,7 @@ def test_series_activation_folds_its_bn_into_a_biased_depthwise_conv():
 
 
 def test_norms_that_cannot_be_folded_are_refused():
-    with pytest.raises(ValueError, match="BatchNorm type.*'GN'"):
+    with pytest.raises(ValueError, match="norm_cfg.type='GN'.*must be a BatchNorm type; set norm_cfg.type='BN'"):
         SeriesActivation(4, norm_cfg=dict(type='GN', num_groups=2))
 
 
