@@ -1,10 +1,13 @@
-"""Checkpoint files: reading them with clear errors, the ``weights_only`` allowlist, atomic saving, fit checks.
+"""Checkpoint files: reading them with clear errors, the ``weights_only`` allowlist, saving, what they hold,
+and the conversion of the paper's files.
 
 :func:`read_checkpoint` is the one place a checkpoint file is read: an empty, truncated or foreign file, or one
 that pickles code, is refused with one line that names the file, the cause and what to do. :func:`save_checkpoint`
 writes whole files only (temporary name, then rename). :func:`is_complete_checkpoint` tells cheaply whether a file
-was written whole. :func:`check_checkpoint_fits` compares a checkpoint with the model a config builds, before any
-work, and names what the checkpoint holds when it does not fit.
+was written whole. :func:`describe_checkpoint`, :func:`state_dict_from_checkpoint` and :func:`is_deploy_checkpoint`
+say what a loaded checkpoint holds; :func:`fit_of` how it fits a model (:func:`mmvanilla.apis.check_checkpoint_fits`
+builds the model from a config). :func:`convert_checkpoint_file` reads a file of the paper's code and writes it in
+our names (the key mapping itself is :mod:`mmvanilla.models.official`).
 
 Safe loading on torch >= 2.6, where ``torch.load`` defaults to ``weights_only=True``:
 
@@ -34,11 +37,12 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-from .outputs import atomic_output
+from .models.official import convert_official_checkpoint
+from .outputs import atomic_output, check_output
 
-__all__ = ['CheckpointFit', 'check_checkpoint_fits', 'describe_checkpoint', 'history_buffer_getattr',
-           'is_complete_checkpoint', 'read_checkpoint', 'register_safe_globals', 'safe_globals', 'save_checkpoint',
-           'weights_of']
+__all__ = ['CheckpointFit', 'compare_keys', 'convert_checkpoint_file', 'describe_checkpoint', 'fit_of',
+           'history_buffer_getattr', 'is_complete_checkpoint', 'is_deploy_checkpoint', 'read_checkpoint',
+           'register_safe_globals', 'safe_globals', 'save_checkpoint', 'state_dict_from_checkpoint', 'weights_of']
 
 
 def _numpy_safe_globals() -> list:
@@ -226,8 +230,10 @@ class CheckpointFit(dict):
         return '; '.join(parts)
 
 
-def _fit(model: torch.nn.Module, state_dict: dict) -> CheckpointFit:
+def fit_of(model: torch.nn.Module, state_dict: dict) -> CheckpointFit:
     """Loads ``state_dict`` into ``model`` (built on the meta device: nothing is copied) and records the misfits.
+
+    Used by :func:`mmvanilla.apis.check_checkpoint_fits`, which builds the model from a config.
 
     Runs the model's own load hooks, so VanillaNet's checks (act_num, arch, training vs deploy form) raise their
     messages and the paper's key layout is renamed as in a real load.
@@ -250,41 +256,76 @@ def _fit(model: torch.nn.Module, state_dict: dict) -> CheckpointFit:
                          mismatched=mismatched)
 
 
-_PURPOSES = {'evaluate': 'To evaluate', 'resume': 'To resume', 'load_from': 'For load_from'}
+def state_dict_from_checkpoint(checkpoint: dict, use_ema: bool = True) -> tuple[dict, str]:
+    """The model weights of an mmengine checkpoint: the EMA ones when present and ``use_ema``, else the trained ones.
+
+    mmengine's ``EMAHook`` saves the averaged weights as ``state_dict`` (so that they deploy as they are) and the
+    trained ones, swapped out, under ``module.`` in ``ema_state_dict``.
+    """
+    if 'state_dict' not in checkpoint:
+        return checkpoint, 'the file itself'
+    ema = checkpoint.get('ema_state_dict')
+    if not ema:
+        return checkpoint['state_dict'], 'state_dict'
+    if use_ema:
+        return checkpoint['state_dict'], 'EMA weights (state_dict)'
+    return ({k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')},
+            'trained weights (ema_state_dict)')
 
 
-def check_checkpoint_fits(cfg, path: str, purpose: str = 'evaluate') -> CheckpointFit:
-    """Refuses, before any work, a checkpoint that does not fit the model ``cfg`` builds; returns the checkpoint.
-
-    Args:
-        cfg (mmengine.Config): The config.
-        path (str): The checkpoint.
-        purpose (str): ``'evaluate'`` or ``'resume'``: every weight must fit. ``'load_from'`` (fine-tuning): the
-            checkpoint must give every model weight; extra weights and weights of another shape (a head with
-            another number of classes) are left out by mmengine and only listed here. Defaults to ``'evaluate'``.
-
-    Returns:
-        CheckpointFit: How it fits (for ``'load_from'``, what mmengine will leave out).
+def is_deploy_checkpoint(checkpoint: dict, state_dict: dict, path: str) -> bool:
+    """Whether a checkpoint holds a deploy-form model (its meta says so, or its layers are merged ``conv`` ones).
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`read_checkpoint`; a checkpoint that does not fit.
+        ValueError: ``state_dict`` holds no VanillaNet layer at all (``path`` names the file in the message).
     """
-    from .deploy import build_model  # deploy reads checkpoints through this module
-    checkpoint = read_checkpoint(path)
-    state_dict = weights_of(checkpoint)
-    with torch.device('meta'):
-        model = build_model(cfg)
-    try:
-        fit = _fit(model, dict(state_dict))
-    except ValueError as e:  # VanillaNet's own check: another arch, act_num or form
-        raise ValueError(f'{path} does not fit the config: {e}') from None
-    refused = not fit.fits if purpose != 'load_from' else bool(fit['missing'])
-    if refused:
-        if purpose == 'load_from':
-            fix = ('give load_from a checkpoint of this whole model; for backbone weights alone use '
-                   'model.backbone.init_cfg=dict(type=\'Pretrained\', checkpoint=PATH)')
-        else:
-            fix = 'use the checkpoint trained with this config, or the config it was trained with'
-        raise ValueError(f'{path} does not fit the config\'s {type(model).__name__}: it holds '
-                         f'{describe_checkpoint(checkpoint)}; {fit.summary()}. {_PURPOSES[purpose]}, {fix}')
-    return fit
+    if checkpoint.get('meta', {}).get('deploy'):
+        return True
+    if any(k.endswith('layer.conv1.conv.weight') for k in state_dict):
+        return False
+    if any(k.endswith('layer.conv.weight') for k in state_dict):
+        return True
+    raise ValueError(f'{path} holds no VanillaNet layer weights (no keys like backbone.stem.layer.conv1.conv.weight '
+                     'or backbone.stem.layer.conv.weight): is it a checkpoint of this config? A checkpoint of the '
+                     'paper\'s code needs tools/convert_checkpoint.py first.')
+
+
+def compare_keys(state_dict: Mapping, model: torch.nn.Module) -> dict:
+    """What a strict ``model.load_state_dict(state_dict)`` would complain about: ``missing``, ``unexpected`` and
+    ``mismatched`` (``'key: checkpoint shape vs model shape'``) keys; all empty when it loads."""
+    own = model.state_dict()
+    return dict(missing=[k for k in own if k not in state_dict],
+                unexpected=[k for k in state_dict if k not in own],
+                mismatched=[f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state_dict.items()
+                            if k in own and tuple(v.shape) != tuple(own[k].shape)])
+
+
+def convert_checkpoint_file(src: str, dst: str, model: torch.nn.Module | None = None, use_ema: bool = True,
+                            force: bool = False) -> dict:
+    """Converts the paper's checkpoint file ``src`` (:func:`~mmvanilla.models.official.convert_official_checkpoint`)
+    and saves it as ``dst``.
+
+    Args:
+        src (str): The paper's checkpoint (an mmdet 2.x detector or an ImageNet classifier).
+        dst (str): Where to write the converted checkpoint.
+        model (torch.nn.Module | None): If given, the converted keys are compared with its own
+            (:func:`compare_keys`); it may live on the meta device (no memory, no weights). Defaults to None.
+        use_ema (bool): Prefer ``model_ema`` over ``model``. Defaults to True.
+        force (bool): Replace ``dst`` if it exists (never ``src``). Defaults to False.
+
+    Returns:
+        dict: The report of :func:`~mmvanilla.models.official.convert_official_checkpoint`, with ``missing``,
+        ``unexpected`` and ``mismatched`` when ``model`` is given.
+
+    Raises:
+        FileNotFoundError, ValueError: ``src`` cannot be read (:func:`read_checkpoint`), or ``dst`` cannot or may
+            not be written (:func:`~mmvanilla.outputs.check_output`); nothing is written.
+    """
+    check_output(dst, force, inputs=[src], what='converted checkpoint')
+    checkpoint = read_checkpoint(src)
+    converted, report = convert_official_checkpoint(checkpoint, use_ema)
+    converted['meta']['converted_from'] = str(src)
+    if model is not None:
+        report.update(compare_keys(converted['state_dict'], model))
+    save_checkpoint(converted, dst)
+    return report

@@ -37,9 +37,10 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
-from .deploy import LAMBDA_FIX, load_model, switch_to_deploy
+from .apis import load_model
+from .deploy import switch_to_deploy
 from .models.classifier import VanillaNetClassifier
-from .models.utils import get_act_lambda
+from .models.utils import check_lambda_one, get_act_lambda
 from .outputs import atomic_output, check_output
 
 #: Lowest opset the ``torch.export``-based exporter writes; below it torch silently keeps 18.
@@ -148,11 +149,7 @@ def check_exportable(model: nn.Module) -> float | None:
         RuntimeError: lambda < 1.
     """
     lam = get_act_lambda(model)
-    if lam is not None and lam < 1.0:
-        raise RuntimeError(
-            f'refusing to export a model in training form at lambda={lam:g}: only the deploy form is exported, and '
-            f'the layers merge into it exactly only at lambda=1. {LAMBDA_FIX}, then export, or convert the '
-            'checkpoint with tools/reparameterize.py first.')
+    check_lambda_one(lam, 'export a training-form model (only the deploy form is exported)')
     return lam
 
 
@@ -431,7 +428,7 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto'
     if min(input_size) < 1 or batch_size < 1:
         raise ValueError(f'--shape {" ".join(map(str, input_size))} --batch {batch_size}: sizes must be positive '
                          'integers (e.g. --shape 224 224)')
-    model, source, deploy = load_model(cfg, checkpoint, use_ema)
+    model, source, deploy, _ = load_model(cfg, checkpoint, use_ema)
     module, part = select_part(model, part)
     check_input_size(module, input_size)
     x = torch.zeros(batch_size, 3, *input_size)

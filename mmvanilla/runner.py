@@ -28,7 +28,8 @@ from mmengine.runner import Runner
 
 import mmvanilla  # noqa: F401  (registers VanillaNet, hooks, the checkpoint allowlist)
 
-from .checkpoint import check_checkpoint_fits, describe_checkpoint, is_complete_checkpoint, read_checkpoint
+from .apis import check_checkpoint_fits
+from .checkpoint import describe_checkpoint, is_complete_checkpoint, read_checkpoint
 from .models.utils import get_act_lambda
 from .outputs import atomic_output, check_output
 
@@ -376,8 +377,8 @@ def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto
     dir (:func:`find_resume_checkpoint`), or None.
 
     Before training: the data (:func:`check_data`), pretrained weights (:func:`check_pretrained`) and the checkpoint
-    to resume or start from (:func:`~mmvanilla.checkpoint.check_checkpoint_fits`) are checked. Interrupted (Ctrl-C), it logs which
-    checkpoint ``--resume`` will continue from and re-raises.
+    to resume or start from (:func:`~mmvanilla.apis.check_checkpoint_fits`) are checked. Interrupted (Ctrl-C), it
+    logs which checkpoint ``--resume`` will continue from and re-raises.
     """
     if amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -411,7 +412,7 @@ def test(cfg: Config, checkpoint: str, show_dir: str | None = None, metrics_out:
          force: bool = False) -> dict:
     """Evaluates ``checkpoint`` on the test split; returns the metrics with ``images/s`` and ``wall time (s)``.
 
-    Checked first: the checkpoint fits the model (:func:`~mmvanilla.checkpoint.check_checkpoint_fits`), the data
+    Checked first: the checkpoint fits the model (:func:`~mmvanilla.apis.check_checkpoint_fits`), the data
     (:func:`check_data`), and ``metrics_out`` (a new file, or ``force``), which is written whole.
     """
     if metrics_out:

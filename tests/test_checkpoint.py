@@ -10,8 +10,7 @@ from mmengine.runner import Runner, load_checkpoint
 from torch.utils.data import TensorDataset
 
 import mmvanilla  # noqa: F401  (registers the checkpoint allowlist)
-from mmvanilla.checkpoint import (check_checkpoint_fits, describe_checkpoint, is_complete_checkpoint,
-                                  read_checkpoint, save_checkpoint)
+from mmvanilla.checkpoint import describe_checkpoint, is_complete_checkpoint, read_checkpoint, save_checkpoint
 
 
 class ToyModel(BaseModel):
@@ -152,60 +151,6 @@ def test_save_checkpoint_writes_the_whole_file_or_leaves_the_old_one(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({'w': torch.zeros(3)}, path)
     assert torch.equal(read_checkpoint(path)['w'], torch.ones(3)) and os.listdir(tmp_path) == ['epoch_1.pth']
-
-
-# Does a checkpoint fit the model a config builds? Checked on the meta device, before any work.
-
-@pytest.fixture(scope='module')
-def model_checkpoints(tmp_path_factory):
-    """The tiny RetinaNet's, Mask R-CNN's and classifier's weights, saved as mmengine's runner saves them."""
-    from mmengine.config import Config
-
-    from mmvanilla.deploy import build_model
-
-    from .conftest import ROOT
-    root = tmp_path_factory.mktemp('fit')
-    for name in ('retinanet', 'mask_rcnn'):
-        model = build_model(Config.fromfile(ROOT / f'configs/{name}_vanillanet_tiny_synthetic.py'))
-        torch.save(dict(state_dict=model.state_dict(), meta=dict(experiment_name=f'{name}_tiny_20261123_021800')),
-                   root / f'{name}.pth')
-    return root
-
-
-def test_a_checkpoint_of_the_config_fits(model_checkpoints):
-    from .conftest import RETINANET
-    from mmengine.config import Config
-    assert check_checkpoint_fits(Config.fromfile(RETINANET), str(model_checkpoints / 'retinanet.pth')).fits
-
-
-def test_another_models_checkpoint_is_refused_naming_what_it_is(model_checkpoints):
-    from mmengine.config import Config
-
-    from .conftest import RETINANET
-    with pytest.raises(ValueError) as error:
-        check_checkpoint_fits(Config.fromfile(RETINANET), str(model_checkpoints / 'mask_rcnn.pth'))
-    message = str(error.value)
-    assert "mask_rcnn.pth does not fit the config's RetinaNet: it holds a two-stage detector with a mask head" \
-        in message
-    assert 'trained as mask_rcnn_tiny;' in message
-    assert re.search(r'model weights missing from it \(e.g. [^)]*bbox_head\.', message)
-    assert 'weights the model has no place for (e.g. ' in message
-    assert 'To evaluate, use the checkpoint trained' in message
-
-
-def test_load_from_needs_every_model_weight_but_tolerates_a_head_of_another_size(model_checkpoints):
-    from mmengine.config import Config
-
-    from .conftest import RETINANET
-    cfg = Config.fromfile(RETINANET)
-    with pytest.raises(ValueError, match=r'For load_from, give load_from a checkpoint of this whole model'):
-        check_checkpoint_fits(cfg, str(model_checkpoints / 'mask_rcnn.pth'), 'load_from')
-    cfg.model.bbox_head.num_classes = 7  # fine-tuning on another data set
-    fit = check_checkpoint_fits(cfg, str(model_checkpoints / 'retinanet.pth'), 'load_from')
-    assert not fit.fits and fit['mismatched'] and not fit['missing']
-    assert all(key.startswith('bbox_head.retina_cls.') for key in fit['mismatched'])
-    with pytest.raises(ValueError, match=r'2 weights of another shape \(e.g. bbox_head.retina_cls.weight: '):
-        check_checkpoint_fits(cfg, str(model_checkpoints / 'retinanet.pth'), 'resume')
 
 
 def test_describe_checkpoint_says_what_the_keys_show():

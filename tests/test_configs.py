@@ -6,7 +6,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmvanilla  # noqa: F401
-from mmvanilla.deploy import build_model
+from mmvanilla.apis import build_model
 
 CONFIGS = sorted(glob.glob('configs/*.py'))
 DETECTION = [c for c in CONFIGS if '/retinanet_' in c or '/mask_rcnn_' in c]

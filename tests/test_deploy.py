@@ -9,7 +9,8 @@ from mmengine.model import ExponentialMovingAverage
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
-from mmvanilla.deploy import build_model, reparameterize_checkpoint, switch_to_deploy
+from mmvanilla.apis import build_model
+from mmvanilla.deploy import reparameterize_checkpoint, switch_to_deploy
 from mmvanilla.models.utils import get_act_lambda, set_act_lambda
 
 from .conftest import RETINANET

@@ -7,7 +7,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmvanilla.deploy import build_model, switch_to_deploy
+from mmvanilla.apis import build_model
+from mmvanilla.deploy import switch_to_deploy
 from mmvanilla.export import (ExportableAdaptiveMaxPool2d, export_checkpoint, export_onnx, onnxruntime_session,
                               select_part)
 from mmvanilla.models import VanillaNet, VanillaNetClassifier

@@ -19,7 +19,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmvanilla.deploy import build_model
+from mmvanilla.apis import build_model
 
 from .conftest import RETINANET, ROOT, run_tool
 

@@ -5,7 +5,7 @@ import re
 import torch
 from mmengine.config import Config
 
-from mmvanilla.deploy import build_model
+from mmvanilla.apis import build_model
 
 from .conftest import run_tool
 

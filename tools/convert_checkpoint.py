@@ -14,9 +14,11 @@ them as they are.
 import argparse
 import sys
 
+import torch
 from mmengine.config import DictAction
 
-from mmvanilla.models.official import convert_checkpoint_file
+from mmvanilla.apis import build_model
+from mmvanilla.checkpoint import convert_checkpoint_file
 from mmvanilla.runner import clear_errors, load_config
 
 
@@ -30,8 +32,11 @@ def main() -> int:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     args = parser.parse_args()
     with clear_errors():
-        cfg = load_config(args.config, cfg_options=args.cfg_options) if args.config else None
-        report = convert_checkpoint_file(args.src, args.dst, cfg, use_ema=not args.no_ema, force=args.force)
+        model = None
+        if args.config:
+            with torch.device('meta'):  # shapes only: no memory, no weights
+                model = build_model(load_config(args.config, cfg_options=args.cfg_options))
+        report = convert_checkpoint_file(args.src, args.dst, model, use_ema=not args.no_ema, force=args.force)
     print(f'{args.dst}: {report["kind"]} in {report["form"]} form, weights from {report["source"]}; renamed '
           f'{report["renamed"]} keys, kept {len(report["kept"])}, dropped {len(report["dropped"])}')
     problems = 0

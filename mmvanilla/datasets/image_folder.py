@@ -25,7 +25,11 @@ class ImageFolderDataset(Dataset):
             transform at 224).
 
     Example:
-        >>> dataset = ImageFolderDataset('data/synthetic_imagenet', 'val', dict(input_size=64, crop_pct=1.0))
+        >>> import tempfile
+        >>> from mmvanilla.datasets import generate_synthetic_image_folder
+        >>> root = tempfile.mkdtemp() + '/synthetic_imagenet'
+        >>> _ = generate_synthetic_image_folder(root, num_train=1, num_val=2)
+        >>> dataset = ImageFolderDataset(root, 'val', dict(input_size=64, crop_pct=1.0))
         >>> dataset.metainfo['classes'], dataset[0]['inputs'].shape, dataset[0]['data_samples']
         (('circle', 'square', 'star', 'triangle'), torch.Size([3, 64, 64]), 0)
     """

@@ -14,6 +14,7 @@ from torch import Tensor
 from .heads import VanillaHead
 from .layers import DEFAULT_NORM_CFG
 from .official import adapt_official_state_dict
+from .utils import check_lambda_one
 from .vanillanet import VanillaNet
 
 
@@ -92,10 +93,7 @@ class VanillaNetClassifier(BaseModule):
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
         """Re-parameterizes the backbone and the head. Exact; needs lambda = 1 (checked before any change)."""
-        lam = self.get_act_lambda()
-        if lam != 1.0:
-            raise RuntimeError(f'cannot re-parameterize the classifier at lambda={lam:g}: the merge is exact only '
-                               'at lambda=1. Finish the deep-training schedule first.')
+        check_lambda_one(self.get_act_lambda(), 're-parameterize the classifier')
         for child in (self.backbone, self.head):
             child.switch_to_deploy()
 

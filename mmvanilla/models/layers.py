@@ -14,6 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import depthwise_conv2d, fast_dwconv_applies
 from .fusion import fuse_conv_bn, merge_conv_1x1
+from .utils import check_lambda_one
 
 DEFAULT_NORM_CFG = dict(type='BN', eps=1e-6, requires_grad=True)
 
@@ -144,12 +145,7 @@ class DeepTrainingConv(nn.Module):
         """Merges both convolutions and norms into ``self.conv``. Only exact at lambda = 1."""
         if self.deployed:
             return
-        lam = self.get_act_lambda()
-        if lam != 1.0:
-            raise RuntimeError(
-                f'cannot re-parameterize at lambda={lam:g}: the two convolutions merge exactly only at lambda=1. '
-                'Train until the deep-training schedule reaches 1 (DeepTrainingHook), or call '
-                'set_act_lambda(1.0) and fine-tune before converting.')
+        check_lambda_one(self.get_act_lambda(), 're-parameterize a deep-training layer')
         w1, b1 = self.conv1.fused_weight_bias()
         w2, b2 = self.conv2.fused_weight_bias()
         weight, bias = merge_conv_1x1(w1, b1, w2, b2)
@@ -166,12 +162,12 @@ class DeepTrainingConv(nn.Module):
         lam_key = prefix + 'act_lambda'
         if self.deployed and lam_key in state_dict:
             lam = float(state_dict[lam_key].reshape(-1)[0])
-            raise RuntimeError(
-                f'{prefix.rstrip(".") or "layer"}: the checkpoint holds the training form (lambda={lam:g}) but the '
-                'model is in deploy form. ' + (
-                    'Convert it first with tools/reparameterize.py, or load it with deploy=False.' if lam == 1.0
-                    else 'A model with lambda < 1 cannot be re-parameterized: train it until lambda reaches 1, '
-                         'or load it with deploy=False.'))
+            where = prefix.rstrip(".") or "layer"
+            check_lambda_one(lam, f'load the training-form checkpoint of {where} into a deploy-form model '
+                                  '(deploy=False loads it for training)')
+            raise RuntimeError(f'{where}: the checkpoint holds the training form (lambda={lam:g}) but the model is '
+                               'in deploy form. Convert it first with tools/reparameterize.py, or load it with '
+                               'deploy=False.')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
@@ -243,3 +239,26 @@ class SeriesActivation(nn.Module):
         conv.bias = nn.Parameter(bias.detach().clone())
         self.conv = conv
         self.bn = None
+
+
+class RectifiedSeriesActivation(nn.Module):
+    """A deploy-form series activation whose ReLU has moved into the convolution before it: the depthwise conv alone.
+
+    :func:`mmvanilla.ops.optimize_for_inference` makes it (``VanillaBlock.move_act_relu_into_conv``). In a VanillaNet block (conv, max-pool, ReLU, depthwise conv) the ReLU can
+    run before the max-pool instead, since a max of rectified values is the rectified max, exactly; it then runs
+    inside the conv's oneDNN kernel and saves a pass over the activations. The depthwise conv keeps its key
+    (``conv``), so state dicts are unchanged.
+
+    Args:
+        act (SeriesActivation): A series activation in deploy form (its BatchNorm folded).
+    """
+
+    def __init__(self, act: SeriesActivation):
+        super().__init__()
+        if not act.deployed:
+            raise ValueError('RectifiedSeriesActivation takes a deploy-form SeriesActivation; call '
+                             'switch_to_deploy() first')
+        self.conv = act.conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)  # x is already rectified

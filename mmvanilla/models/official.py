@@ -8,8 +8,11 @@ form, ``stem``/``stages.{i}``/``cls`` in the deploy form. Its ImageNet checkpoin
 - :func:`adapt_official_state_dict` runs inside ``VanillaNet`` and ``VanillaNetClassifier`` loading, so the paper's
   files load as they are (``init_cfg=dict(type='Pretrained', checkpoint=PATH)``, ``load_checkpoint``,
   ``load_state_dict``, timm's ``pretrained=True``), EMA weights first;
-- :func:`convert_official_checkpoint` writes a file in our names (``tools/convert_checkpoint.py``), e.g. an mmdet 2.x
-  detector for mmdet 3.x's ``load_from``.
+- :func:`convert_official_checkpoint` maps a whole loaded checkpoint into our names, e.g. an mmdet 2.x detector for
+  mmdet 3.x's ``load_from``; :func:`mmvanilla.checkpoint.convert_checkpoint_file` (``tools/convert_checkpoint.py``)
+  reads and writes the files.
+
+Pure mapping: nothing here reads or writes files or builds models.
 
 The paper's code keeps lambda (its ``act_learn``) out of the state dict and ends training at 1, so a training-form
 official checkpoint loads with lambda = 1, ready to fine-tune or re-parameterize.
@@ -256,48 +259,3 @@ def convert_official_checkpoint(checkpoint: Mapping, use_ema: bool = True) -> tu
     report = dict(kind=kind, form=mapped.form, source=source, renamed=renamed, kept=kept, dropped=dropped,
                   unmapped=unmapped)
     return dict(meta=meta, state_dict=state_dict), report
-
-
-def compare_keys(state_dict: Mapping, model: torch.nn.Module) -> dict:
-    """What a strict ``model.load_state_dict(state_dict)`` would complain about: ``missing``, ``unexpected`` and
-    ``mismatched`` (``'key: checkpoint shape vs model shape'``) keys; all empty when it loads."""
-    own = model.state_dict()
-    return dict(missing=[k for k in own if k not in state_dict],
-                unexpected=[k for k in state_dict if k not in own],
-                mismatched=[f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state_dict.items()
-                            if k in own and tuple(v.shape) != tuple(own[k].shape)])
-
-
-def convert_checkpoint_file(src: str, dst: str, config=None, use_ema: bool = True, force: bool = False) -> dict:
-    """Converts the paper's checkpoint file ``src`` (:func:`convert_official_checkpoint`) and saves it as ``dst``.
-
-    Args:
-        src (str): The paper's checkpoint (an mmdet 2.x detector or an ImageNet classifier).
-        dst (str): Where to write the converted checkpoint.
-        config (mmengine.Config | None): If given, its ``model`` is built (on the meta device: no memory, no
-            weights) and the converted keys are compared with it (:func:`compare_keys`). Defaults to None.
-        use_ema (bool): Prefer ``model_ema`` over ``model``. Defaults to True.
-        force (bool): Replace ``dst`` if it exists (never ``src``). Defaults to False.
-
-    Returns:
-        dict: The report of :func:`convert_official_checkpoint`, with ``missing``, ``unexpected`` and
-        ``mismatched`` when ``config`` is given.
-
-    Raises:
-        FileNotFoundError, ValueError: ``src`` cannot be read (:func:`~mmvanilla.checkpoint.read_checkpoint`), or
-            ``dst`` cannot or may not be written (:func:`~mmvanilla.outputs.check_output`); nothing is written.
-    """
-    from mmvanilla.checkpoint import read_checkpoint, save_checkpoint
-    from mmvanilla.outputs import check_output
-
-    check_output(dst, force, inputs=[src], what='converted checkpoint')
-    checkpoint = read_checkpoint(src)
-    converted, report = convert_official_checkpoint(checkpoint, use_ema)
-    converted['meta']['converted_from'] = str(src)
-    if config is not None:
-        from mmvanilla.deploy import build_model
-        with torch.device('meta'):
-            model = build_model(config)
-        report.update(compare_keys(converted['state_dict'], model))
-    save_checkpoint(converted, dst)
-    return report

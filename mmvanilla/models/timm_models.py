@@ -37,7 +37,7 @@ class TimmVanillaNet(VanillaNetClassifier):
             Defaults to True.
 
     Example:
-        >>> import timm
+        >>> import timm, torch
         >>> model = timm.create_model('vanillanet_5', num_classes=10, act_num=4).eval()
         >>> model(torch.rand(1, 3, 64, 64)).shape, model.feature_info[-1]['reduction']
         (torch.Size([1, 10]), 32)
@@ -166,7 +166,7 @@ def register_vanillanet(name: str, arch: str | dict, **pretrained_cfg) -> None:
             as for the paper's variants (224 input, ImageNet mean and std, crop 0.875, ``file=NAME.pth``).
 
     Example:
-        >>> import timm
+        >>> import timm, torch
         >>> register_vanillanet('vanillanet_tiny', dict(stem_channels=8, widths=[16, 32, 64], strides=[2, 2, 2]))
         >>> timm.create_model('vanillanet_tiny', num_classes=3).eval()(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 3])

@@ -8,6 +8,35 @@ from __future__ import annotations
 
 from torch import nn
 
+__all__ = ['act_lambda_modules', 'check_lambda_one', 'get_act_lambda', 'set_act_lambda']
+
+#: Why a merge needs lambda = 1, and how to get there: the one message of :func:`check_lambda_one`.
+LAMBDA_ONE_NEEDED = (
+    'VanillaNet\'s layers merge exactly only at lambda=1. Train until DeepTrainingHook reaches 1 (resume with a longer '
+    'schedule, or set decay_epochs no larger than the epochs trained), or set_act_lambda(1.0) and '
+    'fine-tune; then re-parameterize (tools/reparameterize.py converts a checkpoint).')
+
+
+def check_lambda_one(lam: float | None, action: str) -> None:
+    """The precondition of every merge of deep-training layers (re-parameterizing, exporting, converting).
+
+    Args:
+        lam (float | None): The lambda found (None: no deep-training layers, nothing to check).
+        action (str): What was asked, for the message, e.g. ``'re-parameterize VanillaNet'``.
+
+    Raises:
+        RuntimeError: ``lam < 1``; the message names the action, lambda and the fix.
+
+    Example:
+        >>> check_lambda_one(1.0, 'export the model')
+        >>> check_lambda_one(0.5, 'export the model')
+        Traceback (most recent call last):
+        ...
+        RuntimeError: cannot export the model at lambda=0.5: VanillaNet's layers merge exactly only at lambda=1. ...
+    """
+    if lam is not None and lam < 1.0:
+        raise RuntimeError(f'cannot {action} at lambda={lam:g}: {LAMBDA_ONE_NEEDED}')
+
 
 def act_lambda_modules(model: nn.Module) -> list[nn.Module]:
     """The outermost modules of ``model`` (itself included) that have ``set_act_lambda``.

@@ -6,7 +6,7 @@ so the whole net trains in the deep-training form and re-parameterizes to one co
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -16,8 +16,9 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, SeriesActivation, check_act_lambda
+from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, RectifiedSeriesActivation, SeriesActivation, check_act_lambda
 from .official import adapt_official_state_dict
+from .utils import check_lambda_one
 
 
 def _deep(extra_blocks: int, scale: float = 1.0) -> dict:
@@ -88,6 +89,26 @@ class VanillaBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.pool(self.layer(x)))
+
+    def move_act_relu_into_conv(self, conv_relu: Callable[[nn.Module], nn.Module | None]) -> bool:
+        """An exact inference rewrite, for :func:`mmvanilla.ops.optimize_for_inference`: the activation's ReLU moves
+        before the max-pool (a max of rectified values is the rectified max) into the layer's convolution.
+
+        Args:
+            conv_relu (Callable): Takes the deploy-form convolution and returns a module computing ``relu(conv(x))``
+                with the same parameters, or None where it cannot.
+
+        Returns:
+            bool: Whether the block changed: only in deploy form, once, and where ``conv_relu`` gave a module.
+        """
+        if not (self.layer.deployed and isinstance(self.act, SeriesActivation) and self.act.deployed):
+            return False  # training form, or already rewritten
+        fused = conv_relu(self.layer.conv)
+        if fused is None:
+            return False
+        self.layer.conv = fused
+        self.act = RectifiedSeriesActivation(self.act)
+        return True
 
 
 @contextmanager
@@ -275,12 +296,7 @@ class VanillaNet(BaseModule):
 
     def switch_to_deploy(self) -> None:
         """Re-parameterizes every layer into its deploy form. Exact; needs lambda = 1; idempotent."""
-        lam = self.get_act_lambda()
-        if lam != 1.0:
-            raise RuntimeError(
-                f'cannot re-parameterize VanillaNet at lambda={lam:g}: the merge is exact only at '
-                'lambda=1. Finish the deep-training schedule (DeepTrainingHook) or set_act_lambda(1.0) and '
-                'fine-tune first.')
+        check_lambda_one(self.get_act_lambda(), 're-parameterize VanillaNet')
         leaves = [m for m in self.modules() if m is not self and hasattr(m, 'switch_to_deploy')]
         for leaf in leaves:
             leaf.switch_to_deploy()

@@ -16,9 +16,10 @@ from mmengine.logging import MMLogger
 from mmengine.runner import load_checkpoint
 
 import mmvanilla  # noqa: F401  (registers the models)
-from mmvanilla.deploy import build_model
+from mmvanilla.apis import build_model
 from mmvanilla.models import VanillaNet, VanillaNetClassifier, convert_official_checkpoint, map_official_keys
-from mmvanilla.models.official import compare_keys, official_form
+from mmvanilla.checkpoint import compare_keys
+from mmvanilla.models.official import official_form
 from mmvanilla.models.vanillanet import resolve_arch
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,15 +1,16 @@
-"""optimize_for_inference (mmvanilla/deploy.py): faster inference modules, same outputs, same state dict."""
+"""optimize_for_inference (mmvanilla/ops/inference.py): faster inference modules, same outputs, same state dict."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from mmvanilla.deploy import PrepackedConv2d, RectifiedSeriesActivation, StridedMaxPool2d, optimize_for_inference
 from mmvanilla.models import SeriesActivation, VanillaNet
 from mmvanilla.models.classifier import VanillaNetClassifier
+from mmvanilla.models.layers import RectifiedSeriesActivation
+from mmvanilla.ops import PrepackedConv2d, StridedMaxPool2d, optimize_for_inference
 
-from .models.test_layers import randomize_bns
+from ..models.test_layers import randomize_bns
 
 ARCH = dict(stem_channels=8, widths=[16, 32, 32], strides=[2, 2, 1])
 

@@ -1,0 +1,174 @@
+"""Building models from configs and loading checkpoints into them, as ``mmdet.apis.init_detector`` does.
+
+:func:`init_model` is the one call for users: a config (file or :class:`~mmengine.config.Config`) and optionally a
+checkpoint in, a model in eval mode out. :func:`build_model` builds without weights, :func:`load_model` loads a
+checkpoint in whichever form (training or deploy) it holds, and :func:`check_checkpoint_fits` compares a checkpoint
+with a config's model before a run, without building any weights. Files are read through :mod:`mmvanilla.checkpoint`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import NamedTuple
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+from torch import nn
+
+from .checkpoint import (CheckpointFit, describe_checkpoint, fit_of, is_deploy_checkpoint, read_checkpoint,
+                         state_dict_from_checkpoint, weights_of)
+
+__all__ = ['LoadedModel', 'build_model', 'check_checkpoint_fits', 'init_model', 'load_model']
+
+
+def build_model(cfg: Config, deploy: bool = False) -> nn.Module:
+    """Builds ``cfg.model`` in its registry scope, without pretrained initialization.
+
+    Args:
+        cfg (Config): The config.
+        deploy (bool): Build the VanillaNet part (a detector's ``backbone``, an ``ImageClassifier``'s ``network``,
+            or the model itself) in deploy form. Defaults to False.
+
+    Returns:
+        nn.Module: The model, in training mode, with freshly initialized weights.
+    """
+    cfg = copy.deepcopy(cfg)
+    if deploy:
+        part = next((cfg.model[key] for key in ('backbone', 'network') if key in cfg.model), cfg.model)
+        part.deploy = True
+    if DefaultScope.get_current_instance() is None:
+        init_default_scope(cfg.get('default_scope', 'mmdet'))
+    from mmdet.registry import MODELS
+    return MODELS.build(cfg.model)
+
+
+class LoadedModel(NamedTuple):
+    """What :func:`load_model` gives: the model (eval mode), which weights were loaded (e.g. ``'EMA weights
+    (state_dict)'``), whether the checkpoint is in deploy form, and the checkpoint's ``meta``."""
+    model: nn.Module
+    source: str
+    deploy: bool
+    meta: dict
+
+
+def _load(cfg: Config, checkpoint: dict, path: str, use_ema: bool) -> LoadedModel:
+    state_dict, source = state_dict_from_checkpoint(checkpoint, use_ema)
+    deploy = is_deploy_checkpoint(checkpoint, state_dict, path)
+    model = build_model(cfg, deploy=deploy)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        raise ValueError(f'{path} ({source}, {"deploy" if deploy else "training"} form) does not fit the '
+                         f'config\'s {type(model).__name__}: it holds {describe_checkpoint(checkpoint)}; '
+                         f'{" ".join(line.strip() for line in lines[:3])[:400]} ... Use the config the checkpoint '
+                         'was trained with.') from None
+    return LoadedModel(model.eval(), source, deploy, dict(checkpoint.get('meta') or {}))
+
+
+def load_model(cfg: Config, checkpoint: str | os.PathLike, use_ema: bool = True) -> LoadedModel:
+    """Builds ``cfg.model`` in the form of ``checkpoint`` (training or deploy) and loads it strictly.
+
+    Args:
+        cfg (Config): The config.
+        checkpoint (str | os.PathLike): A runner checkpoint (training form) or one written by
+            tools/reparameterize.py (deploy form).
+        use_ema (bool): Load the EMA weights when the checkpoint has them. Defaults to True.
+
+    Returns:
+        LoadedModel: The model (eval mode, on the CPU), which weights were loaded, the checkpoint's form and meta.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a checkpoint, or not one of this config.
+    """
+    path = os.fspath(checkpoint)
+    return _load(cfg, read_checkpoint(path), path, use_ema)
+
+
+def init_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None,
+               device: str | torch.device = 'cpu', deploy: bool | None = None, use_ema: bool = True,
+               cfg_options: dict | None = None) -> nn.Module:
+    """A model from a config, with a checkpoint's weights if given, in eval mode on ``device``.
+
+    Args:
+        config (str | os.PathLike | Config): A config file or a loaded config.
+        checkpoint (str | os.PathLike | None): A checkpoint of this config, in training form (a runner's) or deploy
+            form (tools/reparameterize.py). None: freshly initialized weights. Defaults to None.
+        device (str | torch.device): Where the model goes. Defaults to ``'cpu'``.
+        deploy (bool | None): The form wanted. None: the checkpoint's form (training form without a checkpoint);
+            True or False: that form, and a checkpoint in the other form is refused. Defaults to None.
+        use_ema (bool): Load the EMA weights when the checkpoint has them. Defaults to True.
+        cfg_options (dict | None): Config entries to override, as ``--cfg-options`` does. Defaults to None.
+
+    Returns:
+        nn.Module: The model, with its config as ``model.cfg``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_model`; also a checkpoint in the form ``deploy`` refuses.
+
+    Example:
+        >>> model = init_model('configs/vanillanet_tiny_synthetic_cls.py', deploy=True)
+        >>> type(model).__name__, model.network.backbone.deploy, model.training
+        ('ImageClassifier', True, False)
+    """
+    cfg = config if isinstance(config, Config) else Config.fromfile(os.fspath(config))
+    cfg = copy.deepcopy(cfg)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if checkpoint is None:
+        model = build_model(cfg, deploy=bool(deploy)).eval()
+    else:
+        loaded = load_model(cfg, checkpoint, use_ema)
+        if deploy is not None and loaded.deploy != deploy:
+            fix = ('convert it with tools/reparameterize.py (or call mmvanilla.deploy.switch_to_deploy on the '
+                   'model loaded with deploy=None)' if deploy else 'a deploy-form model cannot return to training '
+                   'form: load the training checkpoint it was converted from')
+            raise ValueError(f'{os.fspath(checkpoint)} is in {"deploy" if loaded.deploy else "training"} form, '
+                             f'not in the {"deploy" if deploy else "training"} form asked for: {fix}')
+        model = loaded.model
+    model.cfg = cfg
+    return model.to(device)
+
+
+_PURPOSES = {'evaluate': 'To evaluate', 'resume': 'To resume', 'load_from': 'For load_from'}
+
+
+def check_checkpoint_fits(cfg: Config, path: str, purpose: str = 'evaluate') -> CheckpointFit:
+    """Refuses, before any work, a checkpoint that does not fit the model ``cfg`` builds.
+
+    The model is built on the meta device (no memory, no weights) and the checkpoint loaded into it with the model's
+    own load hooks, so VanillaNet's checks (another arch, act_num, training vs deploy form) raise their messages.
+
+    Args:
+        cfg (Config): The config.
+        path (str): The checkpoint.
+        purpose (str): ``'evaluate'`` or ``'resume'``: every weight must fit. ``'load_from'`` (fine-tuning): the
+            checkpoint must give every model weight; extra weights and weights of another shape (a head with
+            another number of classes) are left out by mmengine and only listed here. Defaults to ``'evaluate'``.
+
+    Returns:
+        CheckpointFit: How it fits (for ``'load_from'``, what mmengine will leave out).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`~mmvanilla.checkpoint.read_checkpoint`; a checkpoint that does not
+            fit.
+    """
+    checkpoint = read_checkpoint(path)
+    with torch.device('meta'):
+        model = build_model(cfg)
+    try:
+        fit = fit_of(model, dict(weights_of(checkpoint)))
+    except ValueError as e:  # VanillaNet's own check: another arch, act_num or form
+        raise ValueError(f'{path} does not fit the config: {e}') from None
+    refused = not fit.fits if purpose != 'load_from' else bool(fit['missing'])
+    if refused:
+        if purpose == 'load_from':
+            fix = ('give load_from a checkpoint of this whole model; for backbone weights alone use '
+                   'model.backbone.init_cfg=dict(type=\'Pretrained\', checkpoint=PATH)')
+        else:
+            fix = 'use the checkpoint trained with this config, or the config it was trained with'
+        raise ValueError(f'{path} does not fit the config\'s {type(model).__name__}: it holds '
+                         f'{describe_checkpoint(checkpoint)}; {fit.summary()}. {_PURPOSES[purpose]}, {fix}')
+    return fit
