@@ -1,25 +1,7 @@
 # Mask R-CNN with VanillaNet-13 on COCO: the paper's detection recipe (Chen et al. 2023, Sec. 4.3) in mmdet 3.x form.
 # Paper's result: 44.3 box AP, 40.1 mask AP (their figures, not measured here).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvanilla'], allow_failed_imports=False)
-
-# The paper's ImageNet-pretrained detection checkpoint; override with
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH (or set it to None to train from scratch).
-pretrained = 'checkpoints/vanillanet_13_act_num_4_kd_pretrain.pth'
-
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='VanillaNet',
-        arch='13',
-        act_num=4,
-        out_indices=(0, 1, 2, 3),
-        act_lambda=1.0,  # fine-tuning keeps the trained net's identity activation, as in the paper
-        fast_dwconv=True,  # NCHW with the Triton depthwise kernel: the fastest (see retinanet_vanillanet13_coco.py)
-        with_cp=False,  # True: about a third of the memory for about a quarter more step time
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    # VanillaNet('13', out_indices=(0, 1, 2, 3)).out_channels; tests/test_configs.py keeps them in step.
-    neck=dict(in_channels=[512, 1024, 2048, 4096]))
+_base_ = ['./_base_/models/mask_rcnn_vanillanet13.py', 'mmdet::_base_/datasets/coco_instance.py',
+          './_base_/schedules/adamw_layer_decay_1x.py', 'mmdet::_base_/default_runtime.py']
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
@@ -30,21 +12,8 @@ train_pipeline = [
 ]
 train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    constructor='VanillaNetLayerDecayOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1.3e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.6, num_layers=6))
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=1.3e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[10, 12], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=_base_.max_epochs, by_epoch=True, milestones=[10, 12], gamma=0.1),
 ]
-
-# SyncBN when launched distributed; plain BN in a single process.
-sync_bn = 'torch'
-# The paper trains with 4 images per GPU on 8 GPUs.
-auto_scale_lr = dict(base_batch_size=32)

@@ -3,11 +3,9 @@
 # (and the heads' widths with it), the data, the schedule (deep training from scratch), and fewer proposals for CPU.
 # As in retinanet_vanillanet_tiny_synthetic.py: GroupNorm in the neck and mask head, and act_num=2, to train from
 # scratch in minutes on CPU.
-_base_ = './mask_rcnn_vanillanet13_coco.py'
+_base_ = ['./_base_/models/mask_rcnn_vanillanet13.py', './_base_/datasets/synthetic_coco_instance.py',
+          './_base_/schedules/deep_training_from_scratch.py']
 
-data_root = 'data/synthetic_coco/'
-classes = ('circle', 'square', 'triangle', 'star')
-image_size = 128
 width = 64
 norm_cfg = dict(type='GN', num_groups=16, requires_grad=True)
 
@@ -18,46 +16,17 @@ model = dict(
     rpn_head=dict(in_channels=width, feat_channels=width, anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=width),
-        bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=len(classes)),
+        bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=len(_base_.classes)),
         mask_roi_extractor=dict(out_channels=width),
-        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=len(classes), norm_cfg=norm_cfg)),
+        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=len(_base_.classes), norm_cfg=norm_cfg)),
     train_cfg=dict(rpn_proposal=dict(nms_pre=500, max_per_img=200), rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-dataset = dict(type='CocoDataset', data_root=data_root, metainfo=dict(classes=classes))
-train_dataloader = dict(
-    batch_size=8, num_workers=1,
-    dataset=dict(dataset, ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8, num_workers=1,
-    dataset=dict(dataset, ann_file='annotations/instances_val.json', data_prefix=dict(img='val/'),
-                 pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-
 max_epochs = 6  # a shorter run than RetinaNet: Mask R-CNN costs 4x the time per image here
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=2e-3), paramwise_cfg=dict(decay_rate=1.0), clip_grad=dict(max_norm=10.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=150),
     dict(type='CosineAnnealingLR', begin=0, end=max_epochs, by_epoch=True, eta_min=2e-5),
 ]
 custom_hooks = [dict(type='DeepTrainingHook', decay_epochs=max_epochs // 2)]
-default_hooks = dict(logger=dict(interval=25), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
-auto_scale_lr = dict(enable=False)
-randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(interval=max_epochs))

@@ -2,11 +2,14 @@
 import glob
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmvanilla  # noqa: F401
 from mmvanilla.apis import build_model
+from mmvanilla.deploy import switch_to_deploy
+from mmvanilla.models.utils import set_act_lambda
 
 CONFIGS = sorted(glob.glob('configs/*.py'))
 DETECTION = [c for c in CONFIGS if '/retinanet_' in c or '/mask_rcnn_' in c]
@@ -98,3 +101,46 @@ def test_the_imagenet_config_builds_lamb_without_decay_on_norms_and_biases():
     assert type(wrapper.optimizer).__name__ == 'Lamb'
     decays = {p.ndim: group['weight_decay'] for group in wrapper.optimizer.param_groups for p in group['params']}
     assert decays[1] == 0.0 and decays[4] == cfg.optim_wrapper.optimizer.weight_decay
+
+
+def deploy_config(path):
+    return path.replace('configs/', 'configs/deploy/').replace('.py', '_deploy.py')
+
+
+def vanillanet_layers(model):
+    """The fusable leaves: each has a ``deployed`` property."""
+    return [m for m in model.modules() if isinstance(getattr(type(m), 'deployed', None), property)]
+
+
+def test_every_config_has_a_deploy_config_and_no_other():
+    assert sorted(glob.glob('configs/deploy/*.py')) == sorted(deploy_config(c) for c in CONFIGS)
+
+
+@pytest.mark.parametrize('path', CONFIGS)
+def test_a_deploy_config_is_its_config_with_the_vanillanet_in_deploy_form(path):
+    expected = Config.fromfile(path).to_dict()
+    part = 'backbone' if path in DETECTION else 'network'
+    expected['model'][part]['deploy'] = True
+    assert Config.fromfile(deploy_config(path)).to_dict() == expected
+
+
+@pytest.mark.parametrize('path', CONFIGS)
+def test_a_deploy_config_builds_the_deploy_form(path):
+    # On the meta device: VanillaNet-13 detectors would take seconds to allocate and initialize on the CPU. The
+    # second model is what tools/test.py builds for a converted checkpoint.
+    with DefaultScope.overwrite_default_scope('mmdet'), torch.device('meta'):
+        model = build_model(Config.fromfile(deploy_config(path)))
+        converted_form = build_model(Config.fromfile(path), deploy=True)
+    layers = vanillanet_layers(model)
+    assert layers and all(layer.deployed for layer in layers)
+    assert list(model.state_dict()) == list(converted_form.state_dict())
+
+
+@pytest.mark.parametrize('path', [c for c in CONFIGS if '_tiny_synthetic' in c])
+def test_a_deploy_config_has_the_keys_of_its_trained_model_after_switch_to_deploy(path):
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = build_model(Config.fromfile(deploy_config(path)))
+        trained = build_model(Config.fromfile(path))
+    set_act_lambda(trained, 1.0)
+    switch_to_deploy(trained)
+    assert list(model.state_dict()) == list(trained.state_dict())

@@ -1,0 +1,3 @@
+_base_ = '../retinanet_vanillanet13_coco.py'
+
+model = dict(backbone=dict(deploy=True))

@@ -1,0 +1,3 @@
+_base_ = '../retinanet_vanillanet_tiny_synthetic.py'
+
+model = dict(backbone=dict(deploy=True))

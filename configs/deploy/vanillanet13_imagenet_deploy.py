@@ -1,0 +1,3 @@
+_base_ = '../vanillanet13_imagenet.py'
+
+model = dict(network=dict(deploy=True))

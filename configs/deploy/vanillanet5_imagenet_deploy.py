@@ -1,0 +1,3 @@
+_base_ = '../vanillanet5_imagenet.py'
+
+model = dict(network=dict(deploy=True))

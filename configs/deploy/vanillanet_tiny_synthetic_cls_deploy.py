@@ -1,0 +1,3 @@
+_base_ = '../vanillanet_tiny_synthetic_cls.py'
+
+model = dict(network=dict(deploy=True))

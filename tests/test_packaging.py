@@ -1,0 +1,65 @@
+"""The wheel: it carries configs/ as mmvanilla/.mim/configs, and a config anywhere inherits them as ``mmvanilla::``."""
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp('wheel')
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
+                           '-w', str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    wheels = list(out.glob('mmvanilla-*.whl'))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_the_wheel_carries_every_config_as_it_is(wheel):
+    configs = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '__pycache__' not in p.parts)
+    assert ROOT / 'configs/_base_/datasets/synthetic_coco_detection.py' in configs
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name: archive.read(name) for name in archive.namelist() if name.startswith('mmvanilla/.mim/')}
+    expected = {f'mmvanilla/.mim/configs/{p.relative_to(ROOT / "configs").as_posix()}': p.read_bytes()
+                for p in configs}
+    expected['mmvanilla/.mim/model-index.yml'] = (ROOT / 'model-index.yml').read_bytes()
+    assert packed == expected
+
+
+def test_a_users_config_inherits_a_packed_config_after_pip_install(wheel, tmp_path):
+    site = tmp_path / 'site'
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', '--target', str(site),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # mmengine 0.10.7 takes `package::folder/file.py` only (a folder is required), and only for the packages of its
+    # MODULE2PACKAGE table: mmvanilla has to be added there before the config is read.
+    (tmp_path / 'my_config.py').write_text(
+        "_base_ = 'mmvanilla::deploy/retinanet_vanillanet13_coco_deploy.py'\n"
+        'model = dict(bbox_head=dict(num_classes=3))\n')
+    script = textwrap.dedent('''
+        import sys
+        import torch
+        from mmengine.config import Config
+        from mmengine.config.utils import MODULE2PACKAGE
+        from mmengine.registry import init_default_scope
+        import mmvanilla
+        from mmdet.registry import MODELS
+        MODULE2PACKAGE.setdefault('mmvanilla', 'mmvanilla')
+        cfg = Config.fromfile('my_config.py')
+        init_default_scope(cfg.default_scope)
+        with torch.device('meta'):  # VanillaNet-13: the structure is what is checked, not the weights
+            model = MODELS.build(cfg.model)
+        print(mmvanilla.__file__.startswith(sys.argv[1]), type(model.backbone).__name__, model.backbone.deploy,
+              model.bbox_head.num_classes, model.neck.in_channels)
+    ''')
+    env = {'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(site), 'HOME': str(tmp_path)}
+    proc = subprocess.run([sys.executable, '-c', script, str(site)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.split() == ['True', 'VanillaNet', 'True', '3', '[1024,', '2048,', '4096]']
