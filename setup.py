@@ -1,5 +1,6 @@
 """Ships configs/ in the wheel as mmvanilla/.mim/configs, OpenMMLab's convention, so that after ``pip install`` a
-config anywhere can inherit ``_base_ = 'mmvanilla::retinanet_vanillanet13_coco.py'``.
+config anywhere can inherit them, e.g. ``_base_ = 'mmvanilla::deploy/retinanet_vanillanet13_coco_deploy.py'``
+(mmengine takes ``package::folder/file.py`` only).
 
 configs/ stays the one source: the copy is made at build time into the build folder, never into the tree. The
 metadata lives in pyproject.toml.

@@ -3,8 +3,12 @@
 Importing this package registers everything: the ``VanillaNet`` backbone, ``VanillaNetClassifier`` and
 ``ImageClassifier`` in mmdet's ``MODELS``, the ``DeepTrainingHook`` in its ``HOOKS``, the layer-decay optimizer
 constructor, timm's LAMB and losses, ``ImageFolderDataset``, the ``Accuracy`` metric, the ``vanillanet_*`` timm
-models, and the allowlist that lets mmengine's runner checkpoints through torch's ``weights_only`` loader.
+models, the allowlist that lets mmengine's runner checkpoints through torch's ``weights_only`` loader, and the
+package's name in mmengine's table of config packages, so that a config read after this import can inherit the
+packaged configs as ``_base_ = 'mmvanilla::deploy/...'`` or ``'mmvanilla::_base_/...'``.
 """
+from mmengine.config.utils import MODULE2PACKAGE
+
 from .checkpoint import register_safe_globals
 from .datasets import ImageFolderDataset
 from .engine import DeepTrainingHook, VanillaNetLayerDecayOptimWrapperConstructor
@@ -15,6 +19,7 @@ from .models import timm_models  # noqa: F401  (registers vanillanet_5 ... with 
 __version__ = '0.1.0'
 
 register_safe_globals()
+MODULE2PACKAGE.setdefault('mmvanilla', 'mmvanilla')  # mmengine resolves `package::` only for the names listed there
 
 __all__ = ['Accuracy', 'DeepTrainingHook', 'ImageClassifier', 'ImageFolderDataset', 'VanillaNet',
            'VanillaNetClassifier', 'VanillaNetLayerDecayOptimWrapperConstructor', '__version__',

@@ -3,7 +3,8 @@
 Works on any model that holds VanillaNet layers: a detector (its neck and heads are kept), a classifier, a bare
 backbone. Each layer merges itself (``switch_to_deploy``); here the whole model is walked. The conversion is exact
 only when deep training has finished (lambda = 1); otherwise it is refused
-(:func:`~mmvanilla.models.utils.check_lambda_one`). Faster CPU inference after it: :func:`mmvanilla.ops.optimize_for_inference`.
+(:func:`~mmvanilla.models.utils.check_lambda_one`). Faster CPU inference after it:
+:func:`mmvanilla.ops.optimize_for_inference`.
 """
 from __future__ import annotations
 

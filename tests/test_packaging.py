@@ -38,7 +38,7 @@ def test_a_users_config_inherits_a_packed_config_after_pip_install(wheel, tmp_pa
                            str(wheel)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     # mmengine 0.10.7 takes `package::folder/file.py` only (a folder is required), and only for the packages of its
-    # MODULE2PACKAGE table: mmvanilla has to be added there before the config is read.
+    # MODULE2PACKAGE table: importing mmvanilla adds it there.
     (tmp_path / 'my_config.py').write_text(
         "_base_ = 'mmvanilla::deploy/retinanet_vanillanet13_coco_deploy.py'\n"
         'model = dict(bbox_head=dict(num_classes=3))\n')
@@ -46,11 +46,9 @@ def test_a_users_config_inherits_a_packed_config_after_pip_install(wheel, tmp_pa
         import sys
         import torch
         from mmengine.config import Config
-        from mmengine.config.utils import MODULE2PACKAGE
         from mmengine.registry import init_default_scope
         import mmvanilla
         from mmdet.registry import MODELS
-        MODULE2PACKAGE.setdefault('mmvanilla', 'mmvanilla')
         cfg = Config.fromfile('my_config.py')
         init_default_scope(cfg.default_scope)
         with torch.device('meta'):  # VanillaNet-13: the structure is what is checked, not the weights

@@ -244,9 +244,10 @@ class SeriesActivation(nn.Module):
 class RectifiedSeriesActivation(nn.Module):
     """A deploy-form series activation whose ReLU has moved into the convolution before it: the depthwise conv alone.
 
-    :func:`mmvanilla.ops.optimize_for_inference` makes it (``VanillaBlock.move_act_relu_into_conv``). In a VanillaNet block (conv, max-pool, ReLU, depthwise conv) the ReLU can
-    run before the max-pool instead, since a max of rectified values is the rectified max, exactly; it then runs
-    inside the conv's oneDNN kernel and saves a pass over the activations. The depthwise conv keeps its key
+    :func:`mmvanilla.ops.optimize_for_inference` makes it (``VanillaBlock.move_act_relu_into_conv``). In a
+    VanillaNet block (conv, max-pool, ReLU, depthwise conv) the ReLU can run before the max-pool instead, since a max
+    of rectified values is the rectified max, exactly; it then runs inside the conv's oneDNN kernel and saves a pass
+    over the activations. The depthwise conv keeps its key
     (``conv``), so state dicts are unchanged.
 
     Args:

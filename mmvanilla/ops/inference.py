@@ -123,11 +123,12 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
     Every plain ``nn.Conv2d`` with one input group (VanillaNet's 1x1 layers and stem; any other conv too) becomes a
     :class:`PrepackedConv2d`, every non-overlapping ``nn.MaxPool2d`` a :class:`StridedMaxPool2d`. In each deploy-form
     VanillaNet block the series activation's ReLU moves into the block's conv
-    (``VanillaBlock.move_act_relu_into_conv``). Depthwise convolutions are left alone: of the ways PyTorch offers, its own
-    path is the fastest measured for the series activation's 7x7 kernels. Outputs agree with the model's to float32 rounding (oneDNN's
-    summation order); the state dict keeps its keys. Run the model under ``torch.inference_mode()`` or
-    ``torch.no_grad()``: with gradients wanted the new modules fall back to the ordinary ones. Use it after
-    :func:`switch_to_deploy`, for CPU inference; training is unchanged but gains nothing.
+    (``VanillaBlock.move_act_relu_into_conv``). Depthwise convolutions are left alone: of the ways PyTorch offers,
+    its own path is the fastest measured for the series activation's 7x7 kernels. Outputs agree with the model's to
+    float32 rounding (oneDNN's summation order); the state dict keeps its keys. Run the model under
+    ``torch.inference_mode()`` or ``torch.no_grad()``: with gradients wanted the new modules fall back to the
+    ordinary ones. Use it after :func:`mmvanilla.deploy.switch_to_deploy`, for CPU inference; training is unchanged
+    but gains nothing.
 
     Args:
         model (nn.Module): Any model (a deploy-form VanillaNet, a classifier, a detector, a ResNet).
