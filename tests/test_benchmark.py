@@ -1,4 +1,4 @@
-"""The benchmark (mmvanilla/benchmark.py, tools/benchmark.py): what it measures and what it writes.
+"""The benchmark (mmvanilla/benchmark/, tools/benchmark.py): what it measures and what it writes.
 
 Behaviour only, on tiny models: no assertion here is about how fast anything runs.
 """
@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from mmvanilla.benchmark import (BenchmarkSettings, ModelSpec, build_benchmark_model, check_device, count_flops,
-                                 format_markdown, matmul_fn, peak_memory, quick_settings, run_benchmark, time_interleaved,
+                                 format_markdown, format_training_markdown, matmul_fn, peak_memory, quick_settings,
+                                 quick_training_settings, run_benchmark, run_training_benchmark, time_interleaved,
                                  write_report)
 
 from .conftest import RETINANET, ROOT, run_tool
@@ -117,7 +118,6 @@ def test_default_settings_cover_the_issue():
 
 
 def test_the_training_benchmark_times_every_part_and_variant():
-    from mmvanilla.training_benchmark import format_training_markdown, quick_training_settings, run_training_benchmark
     result = run_training_benchmark(quick_training_settings())
     dw, = result['depthwise']
     assert dw['pytorch_nchw']['ms'] > 0 and dw['pytorch_channels_last']['ms'] > 0
@@ -135,6 +135,6 @@ def test_the_training_benchmark_times_every_part_and_variant():
 
 
 def test_unknown_training_parts_are_refused():
-    from mmvanilla.training_benchmark import quick_training_settings, run_training_benchmark
     with pytest.raises(ValueError, match=r"unknown training benchmark parts \['speed'\]"):
         run_training_benchmark(quick_training_settings(parts=('speed',)))
+
