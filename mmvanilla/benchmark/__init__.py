@@ -19,7 +19,7 @@ the machine at hand, in one run so that ratios hold even on a noisy shared machi
 :func:`run_benchmark` (:mod:`.inference`) returns a JSON-able dict; :func:`write_report` (:mod:`.report`) writes it
 as Markdown, JSON and a PNG plot. The measurements never import the report.
 """
-from .environment import check_device
+from .environment import check_device, run_settings
 from .inference import BenchmarkSettings, count_flops, matmul_fn, quick_settings, run_benchmark, time_interleaved
 from .memory import peak_memory
 from .models import ModelSpec, build_benchmark_model, compile_model
@@ -28,5 +28,5 @@ from .training import TrainingSettings, quick_training_settings, run_training_be
 
 __all__ = ['BenchmarkSettings', 'ModelSpec', 'TrainingSettings', 'build_benchmark_model', 'check_device',
            'compile_model', 'count_flops', 'format_markdown', 'format_training_markdown', 'matmul_fn', 'peak_memory',
-           'plot', 'quick_settings', 'quick_training_settings', 'run_benchmark', 'run_training_benchmark',
-           'time_interleaved', 'write_report']
+           'plot', 'quick_settings', 'quick_training_settings', 'run_benchmark', 'run_settings',
+           'run_training_benchmark', 'time_interleaved', 'write_report']

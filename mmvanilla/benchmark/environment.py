@@ -1,12 +1,18 @@
-"""The machine a benchmark runs on: the device check and the facts printed with the results."""
+"""The machine a benchmark runs on, and the process settings a run holds while it measures.
+
+A run sets this process's CPU threads and, on a GPU, turns TF32 off so that its figures are fp32 ones;
+:func:`run_settings` gives both back as they were when the run ends or raises.
+"""
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
-__all__ = ['available_cores', 'check_device', 'cpu_name', 'environment']
+__all__ = ['available_cores', 'check_device', 'cpu_name', 'environment', 'run_settings']
 
 
 def check_device(device: str) -> torch.device:
@@ -38,6 +44,32 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
+@contextmanager
+def run_settings(device: torch.device, threads: int) -> Iterator[None]:
+    """Runs the block with ``threads`` CPU threads and, on a GPU, TF32 off; gives back what it changed on exit.
+
+    On the CPU the TF32 flags are neither read nor written. torch maps ``allow_tf32`` onto the ``fp32_precision``
+    flags, and a round trip of ``allow_tf32`` would leave the matmul one explicit (``ieee`` where it was ``none``,
+    which defers to ``torch.set_float32_matmul_precision``), so that one is saved and restored too.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    cuda = device.type == 'cuda'
+    saved = [(matmul, 'allow_tf32', matmul.allow_tf32), (cudnn, 'allow_tf32', cudnn.allow_tf32)] if cuda else []
+    if cuda and hasattr(matmul, 'fp32_precision'):
+        saved.append((matmul, 'fp32_precision', matmul.fp32_precision))
+    previous_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        if cuda:
+            matmul.allow_tf32 = False
+            cudnn.allow_tf32 = False
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+
+
 def environment(device: torch.device, threads: int) -> dict:
     """Machine and library facts printed with the results."""
     import mmdet
@@ -46,7 +78,7 @@ def environment(device: torch.device, threads: int) -> dict:
                dtype='float32')
     if device.type == 'cuda':
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   tf32=False)  # run_benchmark turns TF32 off: these are fp32 numbers
+                   tf32=False)  # run_settings turns TF32 off: these are fp32 numbers
     try:
         import onnxruntime
         env['onnxruntime'] = onnxruntime.__version__

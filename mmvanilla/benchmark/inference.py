@@ -22,7 +22,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .environment import available_cores, check_device, environment
+from .environment import available_cores, check_device, environment, run_settings
 from .memory import peak_memory
 from .models import (ModelSpec, arch_name, build_benchmark_model, finish_model, inference_fn, load_detector_config,
                      make_inputs, repo_config)
@@ -320,13 +320,8 @@ def run_benchmark(settings: BenchmarkSettings | None = None) -> dict:
     """
     settings = settings or BenchmarkSettings()
     run = _Run(settings)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(run.threads)
-    if run.device.type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
     start = time.perf_counter()
-    try:
+    with run_settings(run.device, run.threads):
         # a bad config fails before the long part
         det_specs = detector_specs(settings) if settings.detector and settings.inference else []
         models = [run.measure_model(spec, onnx) for spec, onnx in model_specs(settings)] if settings.inference else []
@@ -339,8 +334,6 @@ def run_benchmark(settings: BenchmarkSettings | None = None) -> dict:
         training = settings.training if settings.training is not None else run.device.type == 'cuda'
         if training:
             training = run_training_benchmark(settings.training_settings or TrainingSettings(device=settings.device))
-    finally:
-        torch.set_num_threads(previous_threads)
     memory_methods = {row['memory']['method'] for row in models + detectors if 'memory' in row}
     # No matmul reference when nothing ran beside it (training cost only).
     matmul = dict(size=settings.matmul_size, gflops=run.matmul_flops / _median(run.matmul_times) / 1e9,
