@@ -1,16 +1,19 @@
-"""The benchmark (mmvanilla/benchmark.py, tools/benchmark.py): what it measures and what it writes.
+"""The benchmark (mmvanilla/benchmark/, tools/benchmark.py): what it measures and what it writes.
 
 Behaviour only, on tiny models: no assertion here is about how fast anything runs.
 """
+import ast
 import json
 
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
 
-from mmvanilla.benchmark import (BenchmarkSettings, ModelSpec, build_benchmark_model, check_device, count_flops,
-                                 format_markdown, matmul_fn, peak_memory, quick_settings, run_benchmark, time_interleaved,
-                                 write_report)
+from mmvanilla.benchmark import (BenchmarkSettings, ModelSpec, build_benchmark_model, check_device, compile_model,
+                                 count_flops, format_markdown, format_training_markdown, matmul_fn, peak_memory,
+                                 quick_settings, quick_training_settings, run_benchmark, run_settings,
+                                 run_training_benchmark, time_interleaved, write_report)
 
 from .conftest import RETINANET, ROOT, run_tool
 
@@ -117,7 +120,6 @@ def test_default_settings_cover_the_issue():
 
 
 def test_the_training_benchmark_times_every_part_and_variant():
-    from mmvanilla.training_benchmark import format_training_markdown, quick_training_settings, run_training_benchmark
     result = run_training_benchmark(quick_training_settings())
     dw, = result['depthwise']
     assert dw['pytorch_nchw']['ms'] > 0 and dw['pytorch_channels_last']['ms'] > 0
@@ -135,6 +137,66 @@ def test_the_training_benchmark_times_every_part_and_variant():
 
 
 def test_unknown_training_parts_are_refused():
-    from mmvanilla.training_benchmark import quick_training_settings, run_training_benchmark
     with pytest.raises(ValueError, match=r"unknown training benchmark parts \['speed'\]"):
         run_training_benchmark(quick_training_settings(parts=('speed',)))
+
+
+def _process_settings():
+    return (torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            inductor_config.freezing)
+
+
+def test_a_run_gives_back_the_threads_tf32_flags_and_inductor_config_it_found():
+    before = _process_settings()
+    threads = 1 if torch.get_num_threads() != 1 else 2
+    result = run_benchmark(quick_settings(threads=threads, compiled=True, training=False, train_step=False))
+    assert result['environment']['threads'] == threads
+    assert [row['form'] for row in result['models']][-1] == 'deploy + torch.compile'
+    assert _process_settings() == before
+
+
+def test_run_settings_turn_tf32_off_on_a_gpu_and_give_everything_back_even_on_error():
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    original = matmul.allow_tf32, cudnn.allow_tf32, matmul.fp32_precision
+    matmul.allow_tf32 = cudnn.allow_tf32 = True  # not the defaults, so that turning them off shows
+    try:
+        before = _process_settings() + (matmul.fp32_precision,)
+        threads = 1 if torch.get_num_threads() != 1 else 2
+        with pytest.raises(KeyError):
+            with run_settings(torch.device('cuda'), threads):  # only flags are set: no GPU is needed
+                assert torch.get_num_threads() == threads
+                assert not matmul.allow_tf32 and not cudnn.allow_tf32
+                raise KeyError('a measurement failed')
+        assert _process_settings() + (matmul.fp32_precision,) == before
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = original[:2]
+        matmul.fp32_precision = original[2]
+
+
+def test_compile_model_freezes_the_weights_without_touching_the_global_inductor_config(monkeypatch):
+    import torch._inductor.freezing as freezing
+    kept_inputs = []
+
+    def freeze(*args, **kwargs):
+        graph, preserved = original(*args, **kwargs)
+        kept_inputs.append(len(preserved))
+        return graph, preserved
+    original = freezing.freeze
+    monkeypatch.setattr(freezing, 'freeze', freeze)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    before = inductor_config.freezing
+    compiled = compile_model(model)
+    assert inductor_config.freezing == before
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+    assert inductor_config.freezing == before
+    assert kept_inputs == [1]  # the weights became constants: only the image is still an input
+
+
+def test_the_measurements_do_not_import_the_report():
+    for name in ('environment', 'inference', 'memory', 'models', 'training'):
+        tree = ast.parse((ROOT / 'mmvanilla' / 'benchmark' / f'{name}.py').read_text())
+        modules = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        modules += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        assert not any(m and m.split('.')[-1] == 'report' for m in modules), name

@@ -7,14 +7,14 @@
 
 Writes benchmark.md, benchmark.json and benchmark.png to --out-dir and prints the Markdown table. --quick runs a
 tiny VanillaNet for a few seconds (a smoke test; its figures mean nothing). With --device cuda the run adds the
-GPU training cost (mmvanilla/training_benchmark.py): the Triton depthwise kernel against PyTorch, and training
+GPU training cost (mmvanilla/benchmark/training.py): the Triton depthwise kernel against PyTorch, and training
 steps of the VanillaNet-13 backbone, RetinaNet and the ImageNet classifiers against ResNet-50, with the kernel on
-and off and with_cp. What is measured is described in mmvanilla/benchmark.py.
+and off and with_cp. What is measured is described in mmvanilla/benchmark/__init__.py.
 """
 import argparse
 
-from mmvanilla.benchmark import BenchmarkSettings, format_markdown, quick_settings, run_benchmark, write_report
-from mmvanilla.training_benchmark import TrainingSettings
+from mmvanilla.benchmark import (BenchmarkSettings, TrainingSettings, format_markdown, quick_settings, run_benchmark,
+                                 write_report)
 from mmvanilla.runner import clear_errors
 
 

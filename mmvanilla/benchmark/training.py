@@ -13,7 +13,8 @@ runs it in NCHW through its own native kernels, which made a VanillaNet-13 train
 - the peak GPU memory of the timed steps (``torch.cuda.max_memory_allocated``: weights, optimizer state and
   activations).
 
-:func:`run_training_benchmark` returns a JSON-able dict; :func:`format_training_markdown` renders it.
+:func:`run_training_benchmark` returns a JSON-able dict; :func:`~mmvanilla.benchmark.format_training_markdown`
+renders it.
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from torch import nn
 
-__all__ = ['TrainingSettings', 'format_training_markdown', 'quick_training_settings', 'run_training_benchmark',
-           'time_step']
+from .environment import check_device
+from .models import disable_init_cfg, load_detector_config, repo_config
+
+__all__ = ['TrainingSettings', 'depthwise_label', 'quick_training_settings', 'run_training_benchmark', 'time_step']
 
 
 def _stage_shapes(batch: int, size: Sequence[int], kernel: int, stem: int, stage_channels: Sequence[int],
@@ -74,7 +77,7 @@ class TrainingSettings:
     det_batch: int = 4
     det_size: tuple[int, int] = (800, 1216)
     detector_configs: Sequence[tuple[str, str]] = field(default_factory=lambda: [
-        ('RetinaNet VanillaNet-13', _config('retinanet_vanillanet13_coco.py')),
+        ('RetinaNet VanillaNet-13', repo_config('retinanet_vanillanet13_coco.py')),
         ('RetinaNet ResNet-50', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')])
     classifiers: Sequence[tuple[str, dict]] = (('vanillanet_5', dict(act_num=3)), ('resnet50', {}))
     cls_batch: int = 128
@@ -82,16 +85,11 @@ class TrainingSettings:
     parts: Sequence[str] = ('depthwise', 'backbone', 'detector', 'classifier')
 
 
-def _config(name: str) -> str:
-    import os.path as osp
-    return osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', name)
-
-
 def quick_training_settings(**overrides) -> TrainingSettings:
     """Seconds on a CPU: tiny shapes, the tiny synthetic RetinaNet, a tiny classifier (a smoke test)."""
     settings = dict(device='cpu', amp=False, repeats=1, warmup=1, depthwise_shapes=[('tiny', (2, 4, 12, 16), 3)],
                     det_batch=1, det_size=(64, 96),
-                    detector_configs=[('RetinaNet tiny', _config('retinanet_vanillanet_tiny_synthetic.py'))],
+                    detector_configs=[('RetinaNet tiny', repo_config('retinanet_vanillanet_tiny_synthetic.py'))],
                     classifiers=[('vanillanet_5', dict(act_num=1))],
                     cls_batch=2, cls_size=32)
     settings.update(overrides)
@@ -118,6 +116,11 @@ def time_step(step: Callable[[], object], device: torch.device, repeats: int, wa
     if cuda:
         row['peak_mb'] = torch.cuda.max_memory_allocated(device) / 2**20
     return row
+
+
+def depthwise_label(kernel: bool) -> str:
+    """What runs the depthwise convolution: ``'Triton'`` (the kernel) or ``'PyTorch native'``."""
+    return 'Triton' if kernel else 'PyTorch native'
 
 
 def _release() -> None:
@@ -156,7 +159,7 @@ def _train_step(model: nn.Module, loss_fn: Callable[[], torch.Tensor], optimizer
 
 def depthwise_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:
     """ReLU + depthwise conv, forward and backward in fp16 (fp32 on a CPU): Triton against PyTorch's two paths."""
-    from .ops import depthwise_conv2d, runs_on
+    from ..ops import depthwise_conv2d, runs_on
     dtype = torch.float16 if device.type == 'cuda' else torch.float32
     rows = []
     for name, shape, k in settings.depthwise_shapes:
@@ -189,9 +192,8 @@ def depthwise_rows(settings: TrainingSettings, device: torch.device) -> list[dic
 
 
 def _detector_cfg(config: str, **backbone):
-    from .benchmark import load_detector_config
     cfg = load_detector_config(config)
-    cfg.model.backbone.pop('init_cfg', None)  # random weights: nothing to load or download
+    disable_init_cfg(cfg)
     cfg.model.backbone.update(backbone)
     return cfg
 
@@ -254,7 +256,7 @@ def _detection_batch(batch: int, size: Sequence[int], num_classes: int, device: 
 
 def detector_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:
     """A detector's training step on a fixed batch with 8 boxes per image: ``loss``, backward, AdamW."""
-    from .deploy import build_model
+    from ..apis import build_model
 
     def build(cfg):
         model = build_model(cfg).to(device)
@@ -292,7 +294,7 @@ def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[di
             if vanilla:  # the kernel takes NCHW on CUDA; in channels_last cuDNN runs the depthwise convolution
                 cuda = device.type == 'cuda'
                 labels['depthwise'] = ('cuDNN' if cuda and layout is torch.channels_last
-                                       else _path(kernel and cuda))
+                                       else depthwise_label(kernel and cuda))
             rows.append(_measured(build, device, settings, **labels))
     return rows
 
@@ -300,7 +302,6 @@ def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[di
 def run_training_benchmark(settings: TrainingSettings | None = None) -> dict:
     """Measures every part ``settings`` names; returns the rows by part, the settings and the GPU."""
     settings = settings or TrainingSettings()
-    from .benchmark import check_device
     device = check_device(settings.device)
     measure = dict(depthwise=depthwise_rows, backbone=backbone_rows, detector=detector_rows,
                    classifier=classifier_rows)
@@ -316,75 +317,3 @@ def run_training_benchmark(settings: TrainingSettings | None = None) -> dict:
         result[part] = measure[part](settings, device)
     result['wall_s'] = time.perf_counter() - start
     return result
-
-
-def _ms(row: dict) -> str:
-    return row.get('error') or f'{row["ms"]:.1f}'
-
-
-def _mb(row: dict) -> str:
-    return f'{row["peak_mb"] / 1024:.1f}' if 'peak_mb' in row else '-'
-
-
-def _ratio(a: dict, b: dict | None, key: str) -> str:
-    if b is None or key not in a or key not in b:
-        return '-'
-    return f'{a[key] / b[key]:.2f}x'
-
-
-def _path(kernel: bool) -> str:
-    return 'Triton' if kernel else 'PyTorch native'
-
-
-def _step_table(rows: list[dict], title: str, reference: dict | None) -> list[str]:
-    lines = [title, '', '| Model | Depthwise conv | with_cp | Step (ms) | Over reference | Peak memory (GB) | '
-             'Over reference |', '|---|---|---|--:|--:|--:|--:|']
-    for row in rows:
-        kernel, cp = row.get('fast_dwconv'), row.get('with_cp')
-        lines.append(f'| {row["model"]} | {"-" if kernel is None else _path(kernel)} | '
-                     f'{"-" if cp is None else "on" if cp else "off"} | {_ms(row)} | '
-                     f'{_ratio(row, reference, "ms")} | {_mb(row)} | {_ratio(row, reference, "peak_mb")} |')
-    return lines + ['']
-
-
-def format_training_markdown(result: dict) -> str:
-    """The training benchmark as Markdown tables; ratios are against the last (reference) model of each part."""
-    s = result['settings']
-    where = result.get('gpu', result['device'])
-    lines = ['## Training on the GPU' if 'gpu' in result else '## Training', '',
-             f'{where}; torch {result["torch"]}' + (f', CUDA {result["cuda"]}, Triton {result["triton"]}'
-                                                    if 'gpu' in result else '') +
-             f'; {"AMP (fp16 autocast)" if s["amp"] else "fp32"}; median of {s["repeats"]} steps after '
-             f'{s["warmup"]}. Peak memory: torch.cuda.max_memory_allocated over the timed steps.', '']
-    if result.get('depthwise'):
-        lines += ['### ReLU + depthwise convolution, forward and backward', '',
-                  '| Shape (N, C, H, W) | k | dtype | Triton NCHW (ms) | PyTorch NCHW | PyTorch channels_last | '
-                  'Best PyTorch over Triton |', '|---|--:|---|--:|--:|--:|--:|']
-        for row in result['depthwise']:
-            torch_ms = [row[k]['ms'] for k in ('pytorch_nchw', 'pytorch_channels_last') if 'ms' in row[k]]
-            speedup = f'{min(torch_ms) / row["triton"]["ms"]:.1f}x' if torch_ms and 'ms' in row['triton'] else '-'
-            lines.append(f'| {row["name"]}: {tuple(row["shape"])} | {row["kernel"]} | {row["dtype"]} | '
-                         f'{_ms(row["triton"])} | {_ms(row["pytorch_nchw"])} | '
-                         f'{_ms(row["pytorch_channels_last"])} | {speedup} |')
-        lines.append('')
-    h, w = s['det_size']
-    for part, title in (('backbone', f'### Backbone training step, {s["det_batch"]} x 3 x {h} x {w}, SGD'),
-                        ('detector', f'### Detector training step, {s["det_batch"]} images of {h} x {w}, '
-                                     '8 boxes each, AdamW')):
-        rows = result.get(part)
-        if rows:
-            reference = rows[-1] if 'fast_dwconv' not in rows[-1] else None
-            lines += _step_table(rows, title, reference)
-    rows = result.get('classifier')
-    if rows:
-        refs = [r for r in rows if 'depthwise' not in r and 'ms' in r]
-        best = min(refs, key=lambda r: r['ms']) if refs else None
-        lines += [f'### Classification training step, {s["cls_batch"]} images of {s["cls_size"]} x '
-                  f'{s["cls_size"]}, SGD', '', '| Model | Layout | Depthwise conv | Step (ms) | Over the fastest '
-                  'reference | Peak memory (GB) |', '|---|---|---|--:|--:|--:|']
-        for row in rows:
-            lines.append(f'| {row["model"]} | {row["layout"]} | {row.get("depthwise", "-")} | {_ms(row)} | '
-                         f'{_ratio(row, best, "ms")} | {_mb(row)} |')
-        lines.append('')
-    lines += [f'Training benchmark: {result["wall_s"]:.0f} s.', '']
-    return '\n'.join(lines)
