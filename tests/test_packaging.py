@@ -1,4 +1,5 @@
 """The wheel: it carries configs/ as mmvanilla/.mim/configs, and a config anywhere inherits them as ``mmvanilla::``."""
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,13 +13,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory):
+    # Built from a copy: setuptools builds in ./build, whose files from earlier builds (a module since removed) would
+    # end up in the wheel, and the checkout stays as it was.
+    source = tmp_path_factory.mktemp('source')
+    for name in ('pyproject.toml', 'setup.py', 'MANIFEST.in', 'model-index.yml', 'README.md'):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ('mmvanilla', 'configs'):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns('__pycache__', '.mim'))
     out = tmp_path_factory.mktemp('wheel')
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
-                           '-w', str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           '-w', str(out), str(source)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     wheels = list(out.glob('mmvanilla-*.whl'))
     assert len(wheels) == 1, wheels
     return wheels[0]
+
+
+def test_the_wheel_carries_the_package_as_it_is(wheel):
+    modules = {p.relative_to(ROOT).as_posix(): p.read_bytes() for p in (ROOT / 'mmvanilla').rglob('*.py')}
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name: archive.read(name) for name in archive.namelist() if name.endswith('.py')
+                  and not name.startswith('mmvanilla/.mim/')}
+    assert packed == modules
 
 
 def test_the_wheel_carries_every_config_as_it_is(wheel):
