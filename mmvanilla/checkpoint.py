@@ -95,8 +95,10 @@ def is_complete_checkpoint(path: str | os.PathLike) -> bool:
     its entries, which a save cut short never wrote. Files in torch's legacy (non-zip) format count as complete.
 
     Example:
-        >>> torch.save({'w': torch.ones(2)}, '/tmp/whole.pth')
-        >>> is_complete_checkpoint('/tmp/whole.pth')
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + '/whole.pth'
+        >>> torch.save({'w': torch.ones(2)}, path)
+        >>> is_complete_checkpoint(path)
         True
     """
     path = os.fspath(path)

@@ -241,7 +241,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
         >>> from mmvanilla.models import VanillaNetClassifier
         >>> net = VanillaNetClassifier(dict(stem_channels=8, widths=[16], strides=[2]), num_classes=10)
         >>> net.set_act_lambda(1.0)
-        >>> report = export_onnx(net, '/tmp/net.onnx', input_shape=(1, 3, 64, 64), output_names=['logits'])
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + '/net.onnx'
+        >>> report = export_onnx(net, path, input_shape=(1, 3, 64, 64), output_names=['logits'])
         >>> report['outputs'], report['max_rel_diff'] < 1e-4
         ([{'name': 'logits', 'shape': [1, 10]}], True)
     """

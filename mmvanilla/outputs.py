@@ -43,8 +43,10 @@ def check_output(path: str | os.PathLike, force: bool = False, inputs: Iterable[
         PermissionError: its folder cannot be written.
 
     Example:
-        >>> check_output('/tmp/new_file.pth')
-        '/tmp/new_file.pth'
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), 'new_file.pth')
+        >>> check_output(path) == path
+        True
     """
     path = os.fspath(path)
     for source in inputs:
@@ -77,10 +79,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     KeyboardInterrupt included, the temporary files are removed and ``path`` is left as it was.
 
     Example:
-        >>> with atomic_output('/tmp/result.txt') as tmp:
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + '/result.txt'
+        >>> with atomic_output(path) as tmp:
         ...     with open(tmp, 'w') as f:
         ...         _ = f.write('whole or nothing')
-        >>> open('/tmp/result.txt').read()
+        >>> open(path).read()
         'whole or nothing'
     """
     path = osp.abspath(os.fspath(path))

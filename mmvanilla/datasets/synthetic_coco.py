@@ -15,7 +15,9 @@ Layout under ``root``::
     meta.json             the generation parameters
 
 Example:
-    >>> summary = generate_synthetic_coco('data/synthetic_coco', num_train=8, num_val=4)
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp() + '/synthetic_coco'  # data/synthetic_coco for the main job's configs
+    >>> summary = generate_synthetic_coco(root, num_train=8, num_val=4)
     >>> summary['train']['num_images'], summary['classes']
     (8, ('circle', 'square', 'triangle', 'star'))
 """

@@ -11,7 +11,9 @@ Layout under ``root`` (as ``data/imagenet``)::
     meta.json             the generation parameters
 
 Example:
-    >>> summary = generate_synthetic_image_folder('data/synthetic_imagenet', num_train=8, num_val=4)
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp() + '/synthetic_imagenet'  # data/synthetic_imagenet for the main job's config
+    >>> summary = generate_synthetic_image_folder(root, num_train=8, num_val=4)
     >>> summary['classes'], summary['train']['num_images']
     (('circle', 'square', 'triangle', 'star'), 32)
 """
