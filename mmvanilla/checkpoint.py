@@ -172,10 +172,27 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> None:
         torch.save(checkpoint, tmp)
 
 
+def state_dict_from_checkpoint(checkpoint: dict, use_ema: bool = True) -> tuple[dict, str]:
+    """The model weights of an mmengine checkpoint: the EMA ones when present and ``use_ema``, else the trained ones.
+
+    mmengine's ``EMAHook`` saves the averaged weights as ``state_dict`` (so that they deploy as they are) and the
+    trained ones, swapped out, under ``module.`` in ``ema_state_dict``.
+    """
+    if 'state_dict' not in checkpoint:
+        return checkpoint, 'the file itself'
+    ema = checkpoint.get('ema_state_dict')
+    if not ema:
+        return checkpoint['state_dict'], 'state_dict'
+    if use_ema:
+        return checkpoint['state_dict'], 'EMA weights (state_dict)'
+    return ({k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')},
+            'trained weights (ema_state_dict)')
+
+
 def weights_of(checkpoint: dict) -> dict:
-    """The model weights mmengine's ``load_checkpoint`` takes from a checkpoint: ``state_dict`` when present (the
-    EMA weights when ``EMAHook`` saved them), else the dict itself; without a DDP ``module.`` prefix."""
-    state_dict = checkpoint.get('state_dict', checkpoint)
+    """The model weights mmengine's ``load_checkpoint`` takes from a checkpoint: those of
+    :func:`state_dict_from_checkpoint` (the EMA ones when ``EMAHook`` saved them), without a DDP ``module.`` prefix."""
+    state_dict, _ = state_dict_from_checkpoint(checkpoint)
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
 
 
@@ -256,23 +273,6 @@ def fit_of(model: torch.nn.Module, state_dict: dict) -> CheckpointFit:
         return CheckpointFit(missing=missing, unexpected=list(result.unexpected_keys), mismatched=mismatched)
     return CheckpointFit(missing=list(result.missing_keys), unexpected=list(result.unexpected_keys),
                          mismatched=mismatched)
-
-
-def state_dict_from_checkpoint(checkpoint: dict, use_ema: bool = True) -> tuple[dict, str]:
-    """The model weights of an mmengine checkpoint: the EMA ones when present and ``use_ema``, else the trained ones.
-
-    mmengine's ``EMAHook`` saves the averaged weights as ``state_dict`` (so that they deploy as they are) and the
-    trained ones, swapped out, under ``module.`` in ``ema_state_dict``.
-    """
-    if 'state_dict' not in checkpoint:
-        return checkpoint, 'the file itself'
-    ema = checkpoint.get('ema_state_dict')
-    if not ema:
-        return checkpoint['state_dict'], 'state_dict'
-    if use_ema:
-        return checkpoint['state_dict'], 'EMA weights (state_dict)'
-    return ({k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')},
-            'trained weights (ema_state_dict)')
 
 
 def is_deploy_checkpoint(checkpoint: dict, state_dict: dict, path: str) -> bool:
