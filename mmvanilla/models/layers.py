@@ -56,6 +56,27 @@ def check_act_lambda(value: float) -> float:
     return value
 
 
+class _LeakyReLUKeepingOutput(torch.autograd.Function):
+    """``F.prelu(x, slope)`` with one shared slope in [0, 1] that keeps its output for backward, not its input.
+
+    The output is kept anyway (the next convolution's input), so the input, the BatchNorm's output, need not be: one
+    activation fewer per deep-training layer. Exact: for a slope in [0, 1], ``y > 0`` exactly where ``x > 0``, which
+    is all the gradient ``where(x > 0, g, slope * g)`` asks of ``x``; PyTorch's own PReLU backward then computes it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, slope: Tensor) -> Tensor:
+        y = F.prelu(x, slope)
+        ctx.save_for_backward(y, slope)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        y, slope = ctx.saved_tensors
+        # y's dtype: under autocast F.prelu ran with the slope cast to it, as PReLU's own backward would use it.
+        return torch.ops.aten._prelu_kernel_backward(grad, y, slope.to(y.dtype))[0], None
+
+
 class ConvBN(nn.Module):
     """A convolution with bias followed by an optional BatchNorm (the paper's checkpoints have both)."""
 
@@ -127,7 +148,17 @@ class DeepTrainingConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.deployed:
             return self.conv(x)
-        return self.conv2(F.prelu(self.conv1(x), self.act_lambda))
+        x = self.conv1(x)
+        if x.requires_grad and not torch.jit.is_scripting():
+            x = self._leaky_relu_keeping_output(x)
+        else:
+            x = F.prelu(x, self.act_lambda)
+        return self.conv2(x)
+
+    @torch.jit.unused
+    def _leaky_relu_keeping_output(self, x):
+        # type: (Tensor) -> Tensor
+        return _LeakyReLUKeepingOutput.apply(x, self.act_lambda)
 
     def get_act_lambda(self) -> float:
         return 1.0 if self.deployed else float(self.act_lambda)
@@ -168,6 +199,11 @@ class DeepTrainingConv(nn.Module):
             raise RuntimeError(f'{where}: the checkpoint holds the training form (lambda={lam:g}) but the model is '
                                'in deploy form. Convert it first with tools/reparameterize.py, or load it with '
                                'deploy=False.')
+        lam = state_dict.get(lam_key)
+        if not self.deployed and isinstance(lam, Tensor) and lam.numel() == 1 and not 0.0 <= float(lam) <= 1.0:
+            # Refused even by a non-strict load: the leaky ReLU's backward is exact only for lambda in [0, 1].
+            raise ValueError(f'{lam_key}: the checkpoint holds lambda={float(lam):g}, outside [0, 1] (0: ReLU, '
+                             '1: identity); it is damaged or not a VanillaNet checkpoint')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 

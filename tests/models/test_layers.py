@@ -1,7 +1,11 @@
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmvanilla.models import DeepTrainingConv, SeriesActivation
+from mmvanilla.models.layers import _LeakyReLUKeepingOutput
 
 from .test_fusion import randomized_bn
 
@@ -22,6 +26,56 @@ def test_deep_training_conv_is_conv_bn_leaky_relu_conv_bn(lam):
     x = torch.randn(2, 4, 5, 5)
     expected = layer.conv2(torch.nn.functional.leaky_relu(layer.conv1(x), lam))
     torch.testing.assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize('lam', [0.0, 0.3, 1.0])
+def test_deep_training_conv_gradients_are_those_of_leaky_relu(lam):
+    layer = randomize_bns(DeepTrainingConv(4, 6, hidden_channels=5)).train()
+    layer.set_act_lambda(lam)
+    reference = copy.deepcopy(layer)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    grad = torch.randn(2, 6, 5, 5)
+    layer(x).backward(grad)
+    reference.conv2(F.leaky_relu(reference.conv1(x_ref), lam)).backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    for (name, p), p_ref in zip(layer.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, msg=name)
+
+
+@pytest.mark.parametrize('lam', [0.0, 0.3, 1.0])
+def test_leaky_relu_gradient_is_exact_at_zero_and_below(lam):
+    x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    _LeakyReLUKeepingOutput.apply(x, torch.full((1,), lam)).backward(torch.full((5,), 2.0))
+    F.leaky_relu(x_ref, lam).backward(torch.full((5,), 2.0))
+    assert torch.equal(x.grad, x_ref.grad)
+
+
+def test_deep_training_conv_keeps_four_activations_for_backward_not_its_norms_output():
+    # conv1's input and output, the leaky ReLU's output (conv2's input) and conv2's output; the first norm's output
+    # (the leaky ReLU's input) is not kept: a training step holds one activation fewer per layer.
+    layer = DeepTrainingConv(4, 6, hidden_channels=5).train()
+    layer.set_act_lambda(0.5)
+    x = torch.randn(2, 4, 7, 9, requires_grad=True)
+    kept = {}
+
+    def pack(t):
+        if t.shape[-2:] == (7, 9):
+            kept[t.untyped_storage().data_ptr()] = t.grad_fn.name() if t.grad_fn else 'input'
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = layer(x)
+    assert sorted(kept.values()) == sorted(['input', 'ConvolutionBackward0', '_LeakyReLUKeepingOutputBackward',
+                                            'ConvolutionBackward0'])
+    out.sum().backward()  # the kept tensors suffice
+
+
+def test_a_checkpoint_with_lambda_outside_zero_one_is_refused_even_by_a_non_strict_load():
+    layer = DeepTrainingConv(4, 4, hidden_channels=4)
+    state = {**layer.state_dict(), 'act_lambda': torch.tensor([-0.5])}
+    with pytest.raises(ValueError, match=r'act_lambda: .*lambda=-0\.5, outside \[0, 1\]'):
+        layer.load_state_dict(state, strict=False)
 
 
 def test_deep_training_conv_switches_exactly_and_idempotently():
