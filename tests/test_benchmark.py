@@ -11,7 +11,8 @@ import torch._inductor.config as inductor_config
 from torch import nn
 
 from mmvanilla.benchmark import (BenchmarkSettings, ModelSpec, build_benchmark_model, check_device, compile_model,
-                                 count_flops, format_markdown, format_training_markdown, matmul_fn, peak_memory,
+                                 count_flops, format_markdown, format_training_markdown, kept_for_backward_mb,
+                                 matmul_fn, peak_memory,
                                  quick_settings, quick_training_settings, run_benchmark, run_settings,
                                  run_training_benchmark, time_interleaved, write_report)
 
@@ -85,6 +86,8 @@ def test_a_run_measures_every_form_and_writes_markdown_json_and_a_png(tmp_path):
     assert [d['form'] for d in result['detectors']] == ['deploy', 'deploy + optimize_for_inference']
     assert all(d['images_per_s'] > 0 and d['gflop'] > 0 for d in result['detectors'])
     assert [s['form'] for s in result['train_steps']] == ['training', 'deploy']
+    training_step, deploy_step = result['train_steps']
+    assert training_step['kept_for_backward_mb'] > deploy_step['kept_for_backward_mb'] > 0  # two convs per layer
     assert result['environment']['threads'] == 1 and result['environment']['cpu']
 
     paths = write_report(result, str(tmp_path / 'out'))
@@ -103,6 +106,16 @@ def test_peak_memory_is_measured_in_a_fresh_process_above_the_loaded_model():
     memory = peak_memory(ModelSpec('tiny', 'vanillanet', 'deploy', arch=TINY), batch=1, size=(64, 64), threads=1)
     assert memory['peak_mb'] >= 0 and memory['loaded_mb'] > memory['peak_mb']
     assert 'fresh process' in memory['method']
+
+
+def test_kept_for_backward_counts_each_saved_activation_once_and_no_parameter():
+    linear = nn.Linear(8, 16)
+    x = torch.randn(4, 8)
+
+    def forward():
+        h = linear(x).relu()  # keeps x (4 x 8 floats) and h (4 x 16); the weight is not counted
+        return (h * h).sigmoid()  # keeps h twice more, counted once, and its output (4 x 16)
+    assert kept_for_backward_mb(forward, linear.parameters()) * 2**20 == 4 * (4 * 8 + 4 * 16 + 4 * 16)
 
 
 def test_the_tool_prints_the_table_and_writes_the_files(tmp_path):

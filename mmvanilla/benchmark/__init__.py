@@ -13,7 +13,7 @@ the machine at hand, in one run so that ratios hold even on a noisy shared machi
   inference, Linux ``VmHWM`` after ``clear_refs``; on a GPU: ``torch.cuda.max_memory_allocated``);
 - RetinaNet with VanillaNet-13 against RetinaNet with ResNet-50 at detection size, in images/s;
 - onnxruntime latency of the exported deploy form (:func:`mmvanilla.export.export_onnx`), and the training-step time
-  of the deep-training form;
+  of the deep-training form with what it keeps for backward (:func:`~.memory.kept_for_backward_mb`);
 - on a GPU, the training cost (:mod:`.training`): the Triton depthwise kernel against PyTorch, and training steps.
 
 :func:`run_benchmark` (:mod:`.inference`) returns a JSON-able dict; :func:`write_report` (:mod:`.report`) writes it
@@ -21,12 +21,12 @@ as Markdown, JSON and a PNG plot. The measurements never import the report.
 """
 from .environment import check_device, run_settings
 from .inference import BenchmarkSettings, count_flops, matmul_fn, quick_settings, run_benchmark, time_interleaved
-from .memory import peak_memory
+from .memory import kept_for_backward_mb, peak_memory
 from .models import ModelSpec, build_benchmark_model, compile_model
 from .report import format_markdown, format_training_markdown, plot, write_report
 from .training import TrainingSettings, quick_training_settings, run_training_benchmark
 
 __all__ = ['BenchmarkSettings', 'ModelSpec', 'TrainingSettings', 'build_benchmark_model', 'check_device',
-           'compile_model', 'count_flops', 'format_markdown', 'format_training_markdown', 'matmul_fn', 'peak_memory',
-           'plot', 'quick_settings', 'quick_training_settings', 'run_benchmark', 'run_settings',
+           'compile_model', 'count_flops', 'format_markdown', 'format_training_markdown', 'kept_for_backward_mb',
+           'matmul_fn', 'peak_memory', 'plot', 'quick_settings', 'quick_training_settings', 'run_benchmark', 'run_settings',
            'run_training_benchmark', 'time_interleaved', 'write_report']

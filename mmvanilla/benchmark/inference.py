@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .environment import available_cores, check_device, environment, run_settings
-from .memory import peak_memory
+from .memory import kept_for_backward_mb, peak_memory
 from .models import (ModelSpec, arch_name, build_benchmark_model, finish_model, inference_fn, load_detector_config,
                      make_inputs, repo_config)
 from .training import TrainingSettings, quick_training_settings, run_training_benchmark
@@ -257,10 +257,13 @@ class _Run:
         model = build_benchmark_model(spec, self.device)
         step = train_step_fn(model, self.s.train_batch, self.s.image_size, self.device)
         seconds, matmul_gflops = self.timed(step, self.s.batch_repeats, self.s.batch_warmup)
-        del model, step
+        x = torch.randn(self.s.train_batch, 3, self.s.image_size, self.s.image_size, device=self.device)
+        kept_mb = kept_for_backward_mb(lambda: model(x), model.parameters())
+        del model, step, x
         gc.collect()
         return dict(model=spec.name, form=spec.label, batch=self.s.train_batch, step_ms=seconds * 1e3,
-                    images_per_s=self.s.train_batch / seconds, matmul_gflops=matmul_gflops)
+                    images_per_s=self.s.train_batch / seconds, matmul_gflops=matmul_gflops,
+                    kept_for_backward_mb=kept_mb)
 
 
 def _with_rates(row: dict) -> dict:

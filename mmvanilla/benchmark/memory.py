@@ -9,13 +9,13 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import resource
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
 from .models import ModelSpec, build_benchmark_model, inference_fn, make_inputs
 
-__all__ = ['peak_memory']
+__all__ = ['kept_for_backward_mb', 'peak_memory']
 
 MEMORY_METHOD_CPU = ('growth of the resident set of a fresh process during its first inference (Linux VmHWM '
                      'after clear_refs), above the model and input already loaded: activations, workspaces and '
@@ -93,3 +93,25 @@ def peak_memory(spec: ModelSpec, batch: int, size: Sequence[int], device: torch.
     del model, run
     torch.cuda.empty_cache()
     return dict(peak_mb=(peak - base) / 2**20, loaded_mb=base / 2**20, method=MEMORY_METHOD_CUDA)
+
+
+def kept_for_backward_mb(forward: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> float:
+    """Megabytes that autograd keeps for the backward pass while ``forward()`` runs: the activations of a training
+    step, each storage counted once, those of ``exclude`` (the model's parameters) not at all.
+
+    It counts what the graph holds, not what the allocator did, so it is the same on every device and machine (a
+    GPU run of the series activation's Triton kernel keeps its input where the CPU keeps the ReLU's output: one
+    tensor either way).
+    """
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    kept = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in skip:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = forward()  # held until every storage is counted: none is freed and reused meanwhile
+    del out
+    return sum(kept.values()) / 2**20

@@ -52,11 +52,12 @@ def format_markdown(result: dict) -> str:
         f'**{result["matmul"]["gflops"]:.0f} GFLOP/s** (median of {result["matmul"]["samples"]} runs interleaved with '
         'the models\'). Each row\'s share of it is taken against the matmuls timed beside that row.',
         f'Latency: median of {s["repeats"]} runs after {s["warmup"]} warm-up runs; throughput, detectors and training '
-        f'steps: median of {s["batch_repeats"]} after {s["batch_warmup"]}. FLOPs counted with torch.utils.flop_counter (multiply-add = 2 FLOPs).', '',
-        f'## Classification at {size}x{size}', '',
-        f'| Model | Form | GFLOP | Batch 1 (ms) | GFLOP/s | Share of matmul | Batch {batch} (img/s) | '
-        'onnxruntime batch 1 (ms, share) | Peak memory batch 1 (MB) |',
-        '|---|---|--:|--:|--:|--:|--:|--:|--:|']
+        f'steps: median of {s["batch_repeats"]} after {s["batch_warmup"]}. FLOPs counted with torch.utils.flop_counter (multiply-add = 2 FLOPs).']
+    if result['models']:  # not with --skip-inference
+        lines += ['', f'## Classification at {size}x{size}', '',
+                  f'| Model | Form | GFLOP | Batch 1 (ms) | GFLOP/s | Share of matmul | Batch {batch} (img/s) | '
+                  'onnxruntime batch 1 (ms, share) | Peak memory batch 1 (MB) |',
+                  '|---|---|--:|--:|--:|--:|--:|--:|--:|']
     for row in result['models']:
         share = row.get('matmul_share')
         memory = row.get('memory', {}).get('peak_mb')
@@ -87,10 +88,13 @@ def format_markdown(result: dict) -> str:
                          f'{row["images_per_s"]:.2f} | {100 * row["matmul_share"]:.0f}% | {_fmt(memory, ".0f")} |')
     if result['train_steps']:
         lines += ['', f'## Training step at {size}x{size} (forward, backward, SGD update)', '',
-                  '| Model | Form | Batch | Step (ms) | Images/s |', '|---|---|--:|--:|--:|']
+                  '| Model | Form | Batch | Step (ms) | Images/s | Kept for backward (MB) |',
+                  '|---|---|--:|--:|--:|--:|']
         for row in result['train_steps']:
             lines.append(f'| {row["model"]} | {row["form"]} | {row["batch"]} | {row["step_ms"]:.0f} | '
-                         f'{row["images_per_s"]:.2f} |')
+                         f'{row["images_per_s"]:.2f} | {row["kept_for_backward_mb"]:.0f} |')
+        lines += ['', 'Kept for backward: the tensors autograd holds after the forward pass (activations, each '
+                  'storage once, parameters not counted); the same on any device.']
     if result['memory_method']:
         lines += ['', 'Peak memory: ' + '; '.join(result['memory_method']) + '.']
     if result.get('training'):
