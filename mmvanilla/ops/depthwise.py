@@ -165,12 +165,14 @@ if triton is not None:
                                PACKED: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, TAIL: tl.constexpr):
         """Partial sums of ``dw[c, i, j] = sum g[n, c, h, w] * x[n, c, h + i - P, w + j - P]``.
 
-        Program ``(c, j, s)`` takes every ``splits``-th tile of channel c, accumulates ``M = G @ X_j^T`` (tile
+        Program ``(c * K + j, s)`` takes every ``splits``-th tile of channel c, accumulates ``M = G @ X_j^T`` (tile
         row o of the gradient against input row r) in fp32, and writes ``dw[s, c, i, j] = sum_o M[o, o + i]``.
+        The K programs of one channel and split are launched side by side, so that they read its tiles from the
+        L2 cache rather than K times from memory.
         """
-        c = tl.program_id(0)
-        j = tl.program_id(1)
-        s = tl.program_id(2)
+        j = tl.program_id(0) % K
+        c = tl.program_id(0) // K
+        s = tl.program_id(1)
         P: tl.constexpr = K // 2
         o = tl.arange(0, BH)
         r = tl.arange(0, BH)
@@ -253,9 +255,9 @@ def _weight_grad(grad: Tensor, x: Tensor, K: int, relu_input: bool) -> Tensor:
     # Enough programs to fill the GPU; each writes one partial sum, added up below in a fixed order.
     splits = max(1, min(tiles, -(-programs // (C * K))))
     dw = torch.empty(splits, C, K, K, device=x.device, dtype=torch.float32)
-    _dw_weight_grad_kernel[(C, K, splits)](grad, x, dw, N, C, H, W, *tiling.values(), splits, *grad.stride(),
-                                           *x.stride(), K=K, RELU_IN=relu_input, IEEE=_fp32_dot(x),
-                                           TAIL=_TAIL, **flags, **cfg)
+    _dw_weight_grad_kernel[(C * K, splits)](grad, x, dw, N, C, H, W, *tiling.values(), splits, *grad.stride(),
+                                            *x.stride(), K=K, RELU_IN=relu_input, IEEE=_fp32_dot(x),
+                                            TAIL=_TAIL, **flags, **cfg)
     return dw.sum(0)
 
 
