@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
+from ..ops import fast_max_pool_applies, max_pool2d
 from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, RectifiedSeriesActivation, SeriesActivation, check_act_lambda
 from .official import adapt_official_state_dict
 from .utils import check_lambda_one
@@ -71,7 +72,12 @@ def resolve_arch(arch: str | int | dict) -> dict:
 
 
 class VanillaBlock(nn.Module):
-    """One VanillaNet layer: deep-training conv, max-pool if the block downsamples, series activation."""
+    """One VanillaNet layer: deep-training conv, max-pool if the block downsamples, series activation.
+
+    With ``fast_dwconv``, a strided max-pool in training runs as :func:`mmvanilla.ops.max_pool2d` where
+    :func:`mmvanilla.ops.fast_max_pool_applies` says so (CUDA, NCHW): same values and gradients, but it keeps an
+    int8 window position per output for backward instead of its input and int64 indices.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, act_num: int,
                  norm_cfg: dict, deploy: bool, act_lambda: float, kernel_size: int = 1, conv_stride: int = 1,
@@ -86,9 +92,26 @@ class VanillaBlock(nn.Module):
         else:
             self.pool = nn.Identity()
         self.act = SeriesActivation(out_channels, act_num, norm_cfg, deploy=deploy, fast_dwconv=fast_dwconv)
+        self.fast_dwconv = fast_dwconv
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.pool(self.layer(x)))
+        x = self.layer(x)
+        if (self.fast_dwconv and isinstance(self.pool, nn.MaxPool2d) and not torch.jit.is_scripting()
+                and self._kernel_applies(x)):
+            x = self._pool_keeping_positions(x)
+        else:
+            x = self.pool(x)
+        return self.act(x)
+
+    @torch.jit.unused
+    def _kernel_applies(self, x):
+        # type: (Tensor) -> bool
+        return fast_max_pool_applies(x, self.pool.kernel_size)
+
+    @torch.jit.unused
+    def _pool_keeping_positions(self, x):
+        # type: (Tensor) -> Tensor
+        return max_pool2d(x, self.pool.kernel_size)
 
     def move_act_relu_into_conv(self, conv_relu: Callable[[nn.Module], nn.Module | None]) -> bool:
         """An exact inference rewrite, for :func:`mmvanilla.ops.optimize_for_inference`: the activation's ReLU moves
@@ -154,8 +177,9 @@ class VanillaNet(BaseModule):
         with_cp (bool): Activation checkpointing (``torch.utils.checkpoint``) of each block while training: only
             block inputs are kept, the rest is recomputed during backward; less memory for more time. Outputs,
             gradients and BatchNorm statistics are as without. Defaults to False.
-        fast_dwconv (bool): Run each series activation's ReLU and depthwise conv as one Triton kernel on CUDA
-            (:mod:`mmvanilla.ops`); the environment variable ``MMVANILLA_FAST_DWCONV=0`` turns it off for a whole
+        fast_dwconv (bool): Run the Triton kernels of :mod:`mmvanilla.ops` on CUDA: each series activation's ReLU
+            and depthwise conv as one kernel, and in training the downsampling max-pools as a kernel that keeps
+            less for backward; the environment variable ``MMVANILLA_FAST_DWCONV=0`` turns them off for a whole
             run. Defaults to True.
         init_cfg (dict | list[dict] | None): mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=PATH)``. Defaults to None (the paper's truncated-normal initialization).

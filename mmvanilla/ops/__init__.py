@@ -3,11 +3,17 @@
 - :func:`depthwise_conv2d`: the series activation's depthwise convolution in Triton (GPU training and inference).
   :func:`fast_dwconv_applies` says when the models use it (CUDA, NCHW, not traced; the models' ``fast_dwconv``
   argument, or ``MMVANILLA_FAST_DWCONV=0`` for a whole run, turns it off).
+- :func:`max_pool2d`: the downsampling max-pool in Triton, keeping only an int8 window position per output for
+  backward (GPU training); :func:`fast_max_pool_applies` says when the models use it (as above, and only where a
+  gradient is needed). :mod:`.availability` holds what the kernels share: whether Triton runs here, the switch.
 - :func:`optimize_for_inference`: exact CPU inference modules (oneDNN with prepacked weights, a max-pool without
   indices), where :func:`inference_modules_available` says so.
 """
-from .depthwise import ENV_SWITCH, depthwise_conv2d, fast_dwconv_applies, runs_on, triton_available
+from .availability import ENV_SWITCH, runs_on, triton_available
+from .depthwise import depthwise_conv2d, fast_dwconv_applies
+from .pooling import fast_max_pool_applies, max_pool2d
 from .inference import PrepackedConv2d, StridedMaxPool2d, inference_modules_available, optimize_for_inference
 
 __all__ = ['ENV_SWITCH', 'PrepackedConv2d', 'StridedMaxPool2d', 'depthwise_conv2d', 'fast_dwconv_applies',
-           'inference_modules_available', 'optimize_for_inference', 'runs_on', 'triton_available']
+           'fast_max_pool_applies', 'inference_modules_available', 'max_pool2d', 'optimize_for_inference', 'runs_on',
+           'triton_available']

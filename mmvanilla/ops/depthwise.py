@@ -15,56 +15,26 @@ and its mask when the input gradient is stored, so the rectified tensor never ex
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # a torch build without Triton (CPU-only wheels, some platforms)
-    triton = None
+from .availability import kernels_apply, runs_on, tl, triton
 
-__all__ = ['ENV_SWITCH', 'depthwise_conv2d', 'fast_dwconv_applies', 'runs_on', 'triton_available']
-
-# Set to 0 to turn the kernels off for a whole run (the models then use F.conv2d everywhere).
-ENV_SWITCH = 'MMVANILLA_FAST_DWCONV'
+__all__ = ['depthwise_conv2d', 'fast_dwconv_applies']
 
 # The input rows past a tile's BH that a kernel reaches: K - 1 <= TAIL, and tl.dot needs dimensions >= 16.
 _TAIL = 16
 MAX_KERNEL = _TAIL + 1
 
 
-# Triton picks its interpreter (kernels on CPU tensors, for tests) when a kernel is defined, i.e. at this import.
-INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
-
-
-def triton_available() -> bool:
-    """Whether Triton imported (it comes with PyTorch's CUDA wheels on Linux)."""
-    return triton is not None
-
-
-def runs_on(device: torch.device | str) -> bool:
-    """Whether :func:`depthwise_conv2d` can run on ``device``: CUDA, or the CPU under Triton's interpreter."""
-    device = torch.device(device)
-    return triton is not None and (device.type == 'cuda' if not INTERPRETED else device.type == 'cpu')
-
-
 def fast_dwconv_applies(x: Tensor, kernel_size: int) -> bool:
     """Whether :func:`depthwise_conv2d` should replace ``F.conv2d`` for this input.
 
-    Yes for an NCHW-contiguous CUDA tensor of a supported dtype and kernel (not under Triton's interpreter, which
-    runs on CPU tensors only), unless the environment variable
-    ``MMVANILLA_FAST_DWCONV=0`` turns the kernels off or the call is being traced or compiled (ONNX export,
-    TorchScript, ``torch.compile``), which must see the plain convolution. A channels_last input stays with
-    ``F.conv2d``: cuDNN takes depthwise convolutions in that layout.
+    Where :func:`~mmvanilla.ops.availability.kernels_apply` says so (an NCHW-contiguous CUDA tensor, the kernels on,
+    not traced or compiled) and the kernel is odd and at most 17. A channels_last input stays with ``F.conv2d``:
+    cuDNN takes depthwise convolutions in that layout.
     """
-    return (x.is_cuda and runs_on(x.device) and x.dim() == 4 and x.is_contiguous()
-            and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and kernel_size % 2 == 1
-            and kernel_size <= MAX_KERNEL and os.environ.get(ENV_SWITCH, '1') != '0'
-            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling())
+    return kernels_apply(x) and kernel_size % 2 == 1 and kernel_size <= MAX_KERNEL
 
 
 if triton is not None:

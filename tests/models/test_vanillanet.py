@@ -202,3 +202,38 @@ def test_with_cp_does_nothing_in_eval_or_without_gradients():
         net.train()(x)
     net.eval()
     torch.testing.assert_close(net(x)[0], VanillaNet.forward(net, x)[0])
+
+
+def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypatch):
+    """The Triton max-pool (forced here; on a CPU through Triton's interpreter) against nn.MaxPool2d."""
+    from mmvanilla import ops
+    from mmvanilla.benchmark import kept_for_backward_mb
+    if not ops.triton_available():
+        pytest.skip('needs Triton')
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    net = VanillaNet(dict(stem_channels=8, widths=[16, 16, 32], strides=[2, 1, 3]), act_num=1,
+                     out_indices=(0, 1, 2), act_lambda=0.3).to(device).train()
+    x = torch.randn(2, 3, 52, 52, device=device)
+
+    def step():
+        net.zero_grad()
+        outs = net(x)
+        sum(out.square().mean() for out in outs).backward()
+        return outs, [p.grad.clone() for p in net.parameters()]
+    monkeypatch.setattr('mmvanilla.models.vanillanet.fast_max_pool_applies', lambda x, window: False)
+    plain_kept = kept_for_backward_mb(lambda: net(x), net.parameters())
+    outs_plain, grads_plain = step()
+    monkeypatch.setattr('mmvanilla.models.vanillanet.fast_max_pool_applies', lambda x, window: x.requires_grad)
+    kept = kept_for_backward_mb(lambda: net(x), net.parameters())
+    outs, grads = step()
+    for a, b in zip(outs + tuple(grads), outs_plain + tuple(grads_plain)):
+        torch.testing.assert_close(a, b)
+    # per image, two pools no longer keep their fp32 inputs (16 x 13 x 13 and 32 x 6 x 6 values), and int8 window
+    # positions replace int64 indices (16 x 6 x 6 and 32 x 2 x 2 outputs)
+    saved_bytes = 2 * (16 * 13 * 13 * 4 + 16 * 6 * 6 * 7 + 32 * 6 * 6 * 4 + 32 * 2 * 2 * 7)
+    assert (plain_kept - kept) * 2**20 == pytest.approx(saved_bytes)
+    for module in net.modules():
+        if hasattr(module, 'fast_dwconv'):
+            module.fast_dwconv = False
+    monkeypatch.setattr('mmvanilla.models.vanillanet.max_pool2d', None)  # would raise if it were called
+    torch.testing.assert_close(net(x), outs_plain)

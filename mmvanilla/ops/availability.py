@@ -1,0 +1,50 @@
+"""Whether mmvanilla's Triton kernels can run here, and whether the models may use them for a tensor.
+
+The kernels (:mod:`.depthwise`, :mod:`.pooling`) run on CUDA tensors, and on CPU tensors under Triton's interpreter
+(``TRITON_INTERPRET=1`` before Triton is imported), which the tests use. The models call them only where
+:func:`kernels_apply` says so, and fall back to PyTorch's own operators everywhere else.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # a torch build without Triton (CPU-only wheels, some platforms)
+    triton = tl = None
+
+__all__ = ['ENV_SWITCH', 'INTERPRETED', 'kernels_apply', 'runs_on', 'tl', 'triton', 'triton_available']
+
+# Set to 0 to turn the kernels off for a whole run (the models then use PyTorch's operators everywhere).
+ENV_SWITCH = 'MMVANILLA_FAST_DWCONV'
+
+# Triton picks its interpreter (kernels on CPU tensors, for tests) when a kernel is defined, i.e. at import.
+INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def triton_available() -> bool:
+    """Whether Triton imported (it comes with PyTorch's CUDA wheels on Linux)."""
+    return triton is not None
+
+
+def runs_on(device: torch.device | str) -> bool:
+    """Whether the kernels can run on ``device``: CUDA, or the CPU under Triton's interpreter."""
+    device = torch.device(device)
+    return triton is not None and (device.type == 'cuda' if not INTERPRETED else device.type == 'cpu')
+
+
+def kernels_apply(x: Tensor) -> bool:
+    """What every kernel asks of a model's tensor before it replaces PyTorch's operator.
+
+    An NCHW-contiguous CUDA tensor in fp32, fp16 or bf16 (not under Triton's interpreter, which runs on CPU tensors
+    only), unless ``MMVANILLA_FAST_DWCONV=0`` turns the kernels off or the call is being traced or compiled (ONNX
+    export, TorchScript, ``torch.compile``), which must see PyTorch's operators.
+    """
+    return (x.is_cuda and runs_on(x.device) and x.dim() == 4 and x.is_contiguous()
+            and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and os.environ.get(ENV_SWITCH, '1') != '0'
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and not torch.compiler.is_compiling())

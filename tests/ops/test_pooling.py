@@ -1,0 +1,82 @@
+"""The Triton max-pool against F.max_pool2d: values and gradients, ties and NaN, and what it keeps for backward.
+
+Without a GPU the kernels run on CPU tensors through Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmvanilla import ops
+from mmvanilla.benchmark import kept_for_backward_mb
+
+from .test_depthwise import DEVICE, needs_triton
+
+
+def pool_both(x, window, grad=None):
+    """Output and input gradient of ops.max_pool2d and of F.max_pool2d."""
+    results = []
+    for pool in (ops.max_pool2d, F.max_pool2d):
+        leaf = x.detach().clone().requires_grad_()
+        y = pool(leaf, window)
+        g = grad if grad is not None else torch.arange(y.numel(), device=y.device).reshape(y.shape).to(y.dtype)
+        y.backward(g)
+        results.append((y, leaf.grad))
+    return results
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('shape,window', [((2, 3, 8, 12), 2), ((1, 2, 9, 11), 2), ((2, 2, 10, 7), 3)])
+def test_matches_max_pool2d_exactly(shape, window, dtype):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(window)).to(DEVICE, dtype)
+    (y, gx), (y_ref, gx_ref) = pool_both(x, window)
+    assert y.dtype == dtype and torch.equal(y, y_ref)
+    assert torch.equal(gx, gx_ref), 'each gradient at its maximum, zeros elsewhere (and past the last window)'
+
+
+@needs_triton
+def test_equal_values_send_the_gradient_to_the_first_and_nan_wins_as_in_pytorch():
+    x = torch.tensor([[1.0, 1.0, 0.0, -0.0, float('-inf'), float('-inf')],
+                      [1.0, 0.5, 0.0, 0.0, float('-inf'), float('-inf')],
+                      [2.0, float('nan'), 3.0, 1.0, float('nan'), 5.0],
+                      [1.0, 7.0, 3.0, 3.0, 1.0, float('nan')]], device=DEVICE)[None, None]
+    (y, gx), (y_ref, gx_ref) = pool_both(x, 2)
+    torch.testing.assert_close(y, y_ref, equal_nan=True)
+    assert torch.equal(gx, gx_ref)
+
+
+@needs_triton
+def test_a_channels_last_input_pools_the_same():
+    x = torch.randn(2, 4, 6, 8, device=DEVICE)
+    (y, gx), (y_ref, gx_ref) = pool_both(x.contiguous(memory_format=torch.channels_last), 2)
+    assert torch.equal(y, y_ref) and torch.equal(gx, gx_ref)
+
+
+@needs_triton
+def test_it_keeps_one_byte_per_output_for_backward_not_the_input_and_int64_indices():
+    x = torch.randn(2, 3, 8, 12, device=DEVICE, requires_grad=True)
+    kept = kept_for_backward_mb(lambda: ops.max_pool2d(x, 2)) * 2**20
+    kept_by_pytorch = kept_for_backward_mb(lambda: F.max_pool2d(x, 2)) * 2**20
+    assert kept == 2 * 3 * 4 * 6  # int8 positions
+    assert kept_by_pytorch == x.numel() * 4 + 2 * 3 * 4 * 6 * 8  # the input and int64 indices
+
+
+@needs_triton
+def test_bad_arguments_are_refused_with_the_fix():
+    x = torch.randn(1, 2, 8, 8, device=DEVICE)
+    with pytest.raises(ValueError, match='windows of 2 to 11'):
+        ops.max_pool2d(x, 12)
+    with pytest.raises(ValueError, match=r'\(N, C, H, W\) fp32, fp16 or bf16'):
+        ops.max_pool2d(x[0], 2)
+
+
+def test_the_kernel_applies_only_in_training_to_nchw_cuda_tensors(monkeypatch):
+    assert not ops.fast_max_pool_applies(torch.randn(1, 2, 4, 4, requires_grad=True), 2), 'CPU: F.max_pool2d'
+    if not torch.cuda.is_available():
+        pytest.skip('the CUDA cases need a GPU')
+    x = torch.randn(1, 2, 4, 4, device='cuda', requires_grad=True)
+    assert ops.fast_max_pool_applies(x, 2)
+    assert not ops.fast_max_pool_applies(x.detach(), 2), 'no gradient: nothing to keep, PyTorch pools'
+    assert not ops.fast_max_pool_applies(x.contiguous(memory_format=torch.channels_last), 2)
+    monkeypatch.setenv(ops.ENV_SWITCH, '0')
+    assert not ops.fast_max_pool_applies(x, 2)
