@@ -11,8 +11,8 @@
 """
 from .availability import ENV_SWITCH, runs_on, triton_available
 from .depthwise import depthwise_conv2d, fast_dwconv_applies
-from .pooling import fast_max_pool_applies, max_pool2d
 from .inference import PrepackedConv2d, StridedMaxPool2d, inference_modules_available, optimize_for_inference
+from .pooling import fast_max_pool_applies, max_pool2d
 
 __all__ = ['ENV_SWITCH', 'PrepackedConv2d', 'StridedMaxPool2d', 'depthwise_conv2d', 'fast_dwconv_applies',
            'fast_max_pool_applies', 'inference_modules_available', 'max_pool2d', 'optimize_for_inference', 'runs_on',
