@@ -30,14 +30,16 @@ def fast_max_pool_applies(x: Tensor, window: int) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _outputs(OH, OW, BLOCK: tl.constexpr):
+        """This program's plane ``n * C + c``, its ``BLOCK`` outputs (flat index, in the plane, row, column)."""
+        out = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        return tl.program_id(0), out, out < OH * OW, out // OW, out % OW
+
+    @triton.jit
     def _max_pool_kernel(x_ptr, y_ptr, pos_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, S: tl.constexpr,
                          BLOCK: tl.constexpr):
         """``y`` and the window position ``pos`` of the maxima of ``BLOCK`` outputs of one plane ``(n, c)``."""
-        plane = tl.program_id(0)
-        out = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        ok = out < OH * OW
-        oh = out // OW
-        ow = out % OW
+        plane, out, ok, oh, ow = _outputs(OH, OW, BLOCK)
         base = x_ptr + (plane // C).to(tl.int64) * sxn + (plane % C).to(tl.int64) * sxc
         best = tl.full((BLOCK,), float('-inf'), tl.float32)
         pos = tl.zeros((BLOCK,), tl.int32)
@@ -55,11 +57,7 @@ if triton is not None:
     def _max_unpool_kernel(g_ptr, pos_ptr, gx_ptr, C, H, W, OH, OW, sgn, sgc, sgh, sgw, S: tl.constexpr,
                            BLOCK: tl.constexpr):
         """The input gradient of ``BLOCK`` windows: each output's gradient at its maximum, zero elsewhere."""
-        plane = tl.program_id(0)
-        out = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        ok = out < OH * OW
-        oh = out // OW
-        ow = out % OW
+        plane, out, ok, oh, ow = _outputs(OH, OW, BLOCK)
         g = tl.load(g_ptr + (plane // C).to(tl.int64) * sgn + (plane % C).to(tl.int64) * sgc + oh * sgh + ow * sgw,
                     mask=ok, other=0.0)
         pos = tl.load(pos_ptr + plane.to(tl.int64) * OH * OW + out, mask=ok, other=0).to(tl.int32)
