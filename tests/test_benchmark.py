@@ -141,6 +141,8 @@ def test_the_training_benchmark_times_every_part_and_variant():
     for part in ('backbone', 'detector'):
         assert [row['with_cp'] for row in result[part]] == [False, True], part
         assert all(row['ms'] > 0 and row['fast_dwconv'] is False for row in result[part])
+        assert result[part][0]['kept_mb'] > 0 and 'kept_mb' not in result[part][1], 'not counted with with_cp'
+    assert all(row['kept_mb'] > 0 for row in result['classifier'])
     assert [(row['layout'], row['depthwise']) for row in result['classifier']] == [
         ('NCHW', 'PyTorch native'), ('channels_last', 'PyTorch native')]
     text = format_training_markdown(result)

@@ -101,7 +101,8 @@ def kept_for_backward_mb(forward: Callable[[], object], exclude: Iterable[torch.
 
     It counts what the graph holds, not what the allocator did, so it is the same on every device and machine (a
     GPU run of the series activation's Triton kernel keeps its input where the CPU keeps the ReLU's output: one
-    tensor either way).
+    tensor either way). Activation checkpointing (``torch.utils.checkpoint``, non-reentrant) holds its inputs
+    outside autograd's saved tensors: they are not counted.
     """
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     kept = {}

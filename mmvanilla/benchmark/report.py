@@ -158,14 +158,19 @@ def _ratio(a: dict, b: dict | None, key: str) -> str:
     return f'{a[key] / b[key]:.2f}x'
 
 
+def _kept(row: dict) -> str:
+    return f'{row["kept_mb"] / 1024:.2f}' if 'kept_mb' in row else '-'
+
+
 def _step_table(rows: list[dict], title: str, reference: dict | None) -> list[str]:
     lines = [title, '', '| Model | Depthwise conv | with_cp | Step (ms) | Over reference | Peak memory (GB) | '
-             'Over reference |', '|---|---|---|--:|--:|--:|--:|']
+             'Over reference | Kept for backward (GB) |', '|---|---|---|--:|--:|--:|--:|--:|']
     for row in rows:
         kernel, cp = row.get('fast_dwconv'), row.get('with_cp')
         lines.append(f'| {row["model"]} | {"-" if kernel is None else depthwise_label(kernel)} | '
                      f'{"-" if cp is None else "on" if cp else "off"} | {_ms(row)} | '
-                     f'{_ratio(row, reference, "ms")} | {_mb(row)} | {_ratio(row, reference, "peak_mb")} |')
+                     f'{_ratio(row, reference, "ms")} | {_mb(row)} | {_ratio(row, reference, "peak_mb")} | '
+                     f'{_kept(row)} |')
     return lines + ['']
 
 
@@ -177,7 +182,9 @@ def format_training_markdown(result: dict) -> str:
              f'{where}; torch {result["torch"]}' + (f', CUDA {result["cuda"]}, Triton {result["triton"]}'
                                                     if 'gpu' in result else '') +
              f'; {"AMP (fp16 autocast)" if s["amp"] else "fp32"}; median of {s["repeats"]} steps after '
-             f'{s["warmup"]}. Peak memory: torch.cuda.max_memory_allocated over the timed steps.', '']
+             f'{s["warmup"]}. Peak memory: torch.cuda.max_memory_allocated over the timed steps. Kept for '
+             'backward: the tensors autograd holds after one forward, parameters not counted (not with with_cp, '
+             'whose checkpoints hold block inputs outside them).', '']
     if result.get('depthwise'):
         lines += ['### ReLU + depthwise convolution, forward and backward', '',
                   '| Shape (N, C, H, W) | k | dtype | Triton NCHW (ms) | PyTorch NCHW | PyTorch channels_last | '
@@ -203,10 +210,10 @@ def format_training_markdown(result: dict) -> str:
         best = min(refs, key=lambda r: r['ms']) if refs else None
         lines += [f'### Classification training step, {s["cls_batch"]} images of {s["cls_size"]} x '
                   f'{s["cls_size"]}, SGD', '', '| Model | Layout | Depthwise conv | Step (ms) | Over the fastest '
-                  'reference | Peak memory (GB) |', '|---|---|---|--:|--:|--:|']
+                  'reference | Peak memory (GB) | Kept for backward (GB) |', '|---|---|---|--:|--:|--:|--:|']
         for row in rows:
             lines.append(f'| {row["model"]} | {row["layout"]} | {row.get("depthwise", "-")} | {_ms(row)} | '
-                         f'{_ratio(row, best, "ms")} | {_mb(row)} |')
+                         f'{_ratio(row, best, "ms")} | {_mb(row)} | {_kept(row)} |')
         lines.append('')
     lines += [f'Training benchmark: {result["wall_s"]:.0f} s.', '']
     return '\n'.join(lines)

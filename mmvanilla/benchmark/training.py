@@ -31,6 +31,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from .environment import check_device
+from .memory import kept_for_backward_mb
 from .models import disable_init_cfg, load_detector_config, repo_config
 
 __all__ = ['TrainingSettings', 'depthwise_label', 'quick_training_settings', 'run_training_benchmark', 'time_step']
@@ -131,10 +132,14 @@ def _release() -> None:
 
 def _measured(build: Callable[[], Callable[[], object]], device: torch.device, settings: TrainingSettings,
               **labels) -> dict:
-    """Builds a step and times it; a step that runs out of GPU memory is a row that says so."""
+    """Builds a step and times it, and counts what a training step keeps for backward (not with ``with_cp``, whose
+    checkpoints hold block inputs outside autograd's saved tensors); a step that runs out of GPU memory is a row that
+    says so."""
     try:
         step = build()
         row = {**labels, **time_step(step, device, settings.repeats, settings.warmup)}
+        if isinstance(step, _TrainStep) and not labels.get('with_cp'):
+            row['kept_mb'] = step.kept_for_backward_mb()
     except torch.cuda.OutOfMemoryError:
         row = {**labels, 'error': 'out of GPU memory'}
     step = None
@@ -143,18 +148,29 @@ def _measured(build: Callable[[], Callable[[], object]], device: torch.device, s
     return row
 
 
-def _train_step(model: nn.Module, loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
-                device: torch.device, amp: bool) -> Callable[[], None]:
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+class _TrainStep:
+    """One optimizer step of ``model`` on a fixed batch (``loss_fn`` runs the forward), as ``tools/train.py --amp``
+    takes it: autocast, a gradient scaler."""
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = loss_fn()
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return step
+    def __init__(self, model: nn.Module, loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
+                 device: torch.device, amp: bool):
+        self.model, self.loss_fn, self.optimizer, self.device, self.amp = model, loss_fn, optimizer, device, amp
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
+    def forward(self) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            return self.loss_fn()
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(self.forward()).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def kept_for_backward_mb(self) -> float:
+        """What one forward keeps for backward (:func:`~.memory.kept_for_backward_mb`), the parameters not counted
+        (under AMP their fp16 copies are)."""
+        return kept_for_backward_mb(self.forward, self.model.parameters())
 
 
 def depthwise_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:
@@ -232,7 +248,7 @@ def backbone_rows(settings: TrainingSettings, device: torch.device) -> list[dict
         model.train()
         x = torch.randn(settings.det_batch, 3, *settings.det_size, device=device)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-        return _train_step(model, lambda: sum(out.float().mean() for out in model(x)), optimizer, device,
+        return _TrainStep(model, lambda: sum(out.float().mean() for out in model(x)), optimizer, device,
                            settings.amp)
     return _detector_variant_rows(settings, device, build, lambda name: name.split(' ', 1)[-1] + ' backbone')
 
@@ -264,7 +280,7 @@ def detector_rows(settings: TrainingSettings, device: torch.device) -> list[dict
         x, samples = _detection_batch(settings.det_batch, settings.det_size, cfg.model.bbox_head.num_classes,
                                       device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-        return _train_step(model, lambda: model.parse_losses(model.loss(x, samples))[0], optimizer, device,
+        return _TrainStep(model, lambda: model.parse_losses(model.loss(x, samples))[0], optimizer, device,
                            settings.amp)
     return _detector_variant_rows(settings, device, build, lambda name: name)
 
@@ -288,7 +304,7 @@ def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[di
                                 device=device).contiguous(memory_format=layout)
                 target = torch.randint(0, 1000, (settings.cls_batch,), device=device)
                 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-                return _train_step(model, lambda: F.cross_entropy(model(x), target), optimizer, device,
+                return _TrainStep(model, lambda: F.cross_entropy(model(x), target), optimizer, device,
                                    settings.amp)
             labels = dict(model=name, layout='channels_last' if layout is torch.channels_last else 'NCHW')
             if vanilla:  # the kernel takes NCHW on CUDA; in channels_last cuDNN runs the depthwise convolution
