@@ -162,13 +162,21 @@ def _kept(row: dict) -> str:
     return f'{row["kept_mb"] / 1024:.2f}' if 'kept_mb' in row else '-'
 
 
+def _cp_label(with_cp) -> str:
+    if with_cp is None:
+        return '-'
+    if isinstance(with_cp, bool):
+        return 'on' if with_cp else 'off'
+    return 'stages ' + ', '.join(map(str, with_cp))
+
+
 def _step_table(rows: list[dict], title: str, reference: dict | None) -> list[str]:
     lines = [title, '', '| Model | Depthwise conv | with_cp | Step (ms) | Over reference | Peak memory (GB) | '
              'Over reference | Kept for backward (GB) |', '|---|---|---|--:|--:|--:|--:|--:|']
     for row in rows:
         kernel, cp = row.get('fast_dwconv'), row.get('with_cp')
         lines.append(f'| {row["model"]} | {"-" if kernel is None else depthwise_label(kernel)} | '
-                     f'{"-" if cp is None else "on" if cp else "off"} | {_ms(row)} | '
+                     f'{_cp_label(cp)} | {_ms(row)} | '
                      f'{_ratio(row, reference, "ms")} | {_mb(row)} | {_ratio(row, reference, "peak_mb")} | '
                      f'{_kept(row)} |')
     return lines + ['']

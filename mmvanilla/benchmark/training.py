@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import inspect
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -214,16 +215,17 @@ def _detector_cfg(config: str, **backbone):
     return cfg
 
 
-def _is_vanilla(cfg) -> bool:
-    return cfg.model.backbone.type == 'VanillaNet'
-
-
-def _variants(vanilla: bool, device: torch.device) -> list[dict]:
-    """VanillaNet with the kernel on and off (it runs on CUDA only), with_cp off and on; others as they are."""
-    if not vanilla:
+def _variants(backbone, device: torch.device) -> list[dict]:
+    """VanillaNet with the kernel on and off (it runs on CUDA only), with_cp off and on, then with the kernel
+    checkpointing every stage but the last (few activations, costly convolutions); other backbones as they are."""
+    if backbone.type != 'VanillaNet':
         return [{}]
+    from ..models.vanillanet import VanillaNet, resolve_arch, stage_ends
     kernels = (True, False) if device.type == 'cuda' else (False,)
-    return [dict(fast_dwconv=kernel, with_cp=cp) for cp in (False, True) for kernel in kernels]
+    arch = backbone.get('arch', inspect.signature(VanillaNet).parameters['arch'].default)
+    all_but_last = list(range(len(stage_ends(resolve_arch(arch))) - 1))
+    return ([dict(fast_dwconv=kernel, with_cp=cp) for cp in (False, True) for kernel in kernels]
+            + [dict(fast_dwconv=kernels[0], with_cp=all_but_last)])
 
 
 def _detector_variant_rows(settings: TrainingSettings, device: torch.device, build: Callable,
@@ -232,7 +234,7 @@ def _detector_variant_rows(settings: TrainingSettings, device: torch.device, bui
     rows = []
     for name, config in settings.detector_configs:
         base = _detector_cfg(config)
-        for variant in _variants(_is_vanilla(base), device):
+        for variant in _variants(base.model.backbone, device):
             cfg = copy.deepcopy(base)
             cfg.model.backbone.update(variant)
             rows.append(_measured(lambda: build(cfg), device, settings, model=label(name), **variant))

@@ -6,6 +6,8 @@ by :mod:`mmvanilla.models.official`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
@@ -32,8 +34,9 @@ class VanillaNetClassifier(BaseModule):
         deploy (bool): Build the re-parameterized form directly. Defaults to False.
         head_hidden_channels (int | None): Hidden width of the head; None for ``num_classes``, the paper's (see
             :class:`VanillaHead`). Defaults to None.
-        with_cp (bool): Activation checkpointing of each backbone block while training. Defaults to False.
-        fast_dwconv (bool): The Triton kernel of the series activation on CUDA (see :class:`VanillaNet`).
+        with_cp (bool | Sequence[int]): Activation checkpointing of each backbone block (or of those of the given
+            stages) while training (see :class:`VanillaNet`). Defaults to False.
+        fast_dwconv (bool): The Triton kernels on CUDA (see :class:`VanillaNet`).
             Defaults to True.
         init_cfg (dict | list[dict] | None): mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=PATH)``. Defaults to None.
@@ -46,8 +49,8 @@ class VanillaNetClassifier(BaseModule):
 
     def __init__(self, arch: str | dict = '5', num_classes: int = 1000, act_num: int = 3, dropout: float = 0.0,
                  act_lambda: float = 0.0, norm_cfg: dict = DEFAULT_NORM_CFG, deploy: bool = False,
-                 head_hidden_channels: int | None = None, with_cp: bool = False, fast_dwconv: bool = True,
-                 init_cfg: dict | list | None = None):
+                 head_hidden_channels: int | None = None, with_cp: bool | Sequence[int] = False,
+                 fast_dwconv: bool = True, init_cfg: dict | list | None = None):
         super().__init__(init_cfg=init_cfg)
         self.backbone = VanillaNet(arch, act_num=act_num, out_indices=(-1,), norm_cfg=norm_cfg,
                                    act_lambda=act_lambda, deploy=deploy, with_cp=with_cp, fast_dwconv=fast_dwconv)

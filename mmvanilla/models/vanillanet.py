@@ -71,6 +71,18 @@ def resolve_arch(arch: str | int | dict) -> dict:
     return arch
 
 
+def stage_ends(arch: dict) -> list[int]:
+    """For each stage of a resolved arch, the index of the block whose output it is (-1: the stem). A stage ends
+    before each block that downsamples."""
+    ends = [-1]
+    for i, (stride, pool_size) in enumerate(zip(arch['strides'], arch['pool_sizes'])):
+        if stride > 1 or pool_size is not None:
+            ends.append(i)
+        else:
+            ends[-1] = i
+    return ends
+
+
 class VanillaBlock(nn.Module):
     """One VanillaNet layer: deep-training conv, max-pool if the block downsamples, series activation.
 
@@ -174,9 +186,12 @@ class VanillaNet(BaseModule):
         act_lambda (float): Initial deep-training lambda: 0 to train from scratch, 1 to fine-tune a trained net.
             Defaults to 0.
         deploy (bool): Build the re-parameterized form directly. Defaults to False.
-        with_cp (bool): Activation checkpointing (``torch.utils.checkpoint``) of each block while training: only
-            block inputs are kept, the rest is recomputed during backward; less memory for more time. Outputs,
-            gradients and BatchNorm statistics are as without. Defaults to False.
+        with_cp (bool | Sequence[int]): Activation checkpointing (``torch.utils.checkpoint``) of each block while
+            training: only block inputs are kept, the rest is recomputed during backward; less memory for more
+            time. Outputs, gradients and BatchNorm statistics are as without. A sequence of stage indices
+            checkpoints the blocks of those stages only: every block recomputes convolutions of similar cost, but
+            the early, high-resolution ones hold most of the activations (VanillaNet-13 keeps under a tenth of them
+            in its last stage, README "Training on a GPU"). Defaults to False.
         fast_dwconv (bool): Run the Triton kernels of :mod:`mmvanilla.ops` on CUDA: each series activation's ReLU
             and depthwise conv as one kernel, and in training the downsampling max-pools as a kernel that keeps
             less for backward; the environment variable ``MMVANILLA_FAST_DWCONV=0`` turns them off for a whole
@@ -195,7 +210,8 @@ class VanillaNet(BaseModule):
 
     def __init__(self, arch: str | dict = '5', act_num: int = 3, out_indices: Sequence[int] = (1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, norm_cfg: dict = DEFAULT_NORM_CFG,
-                 act_lambda: float = 0.0, deploy: bool = False, with_cp: bool = False, fast_dwconv: bool = True,
+                 act_lambda: float = 0.0, deploy: bool = False, with_cp: bool | Sequence[int] = False,
+                 fast_dwconv: bool = True,
                  init_cfg: dict | list | None = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = resolve_arch(arch)
@@ -206,7 +222,6 @@ class VanillaNet(BaseModule):
         self.act_num = act_num
         self.deploy = deploy
         self.norm_eval = norm_eval
-        self.with_cp = with_cp
         common = dict(act_num=act_num, norm_cfg=norm_cfg, deploy=deploy, act_lambda=act_lambda,
                       fast_dwconv=fast_dwconv)
 
@@ -215,17 +230,11 @@ class VanillaNet(BaseModule):
                                  conv_stride=self.arch['stem_stride'], padding=self.arch['stem_padding'], **common)
         self.blocks = nn.ModuleList()
         channels = [stem_channels]
-        # stage_ends[k]: index of the block whose output is stage k (-1: the stem).
-        self.stage_ends = [-1]
-        for i, (width, stride, pool_size) in enumerate(
-                zip(self.arch['widths'], self.arch['strides'], self.arch['pool_sizes'])):
+        for width, stride, pool_size in zip(self.arch['widths'], self.arch['strides'], self.arch['pool_sizes']):
             self.blocks.append(VanillaBlock(channels[-1], width, channels[-1], pool_stride=stride,
                                             pool_size=pool_size, **common))
             channels.append(width)
-            if stride > 1 or pool_size is not None:
-                self.stage_ends.append(i)
-            else:
-                self.stage_ends[-1] = i
+        self.stage_ends = stage_ends(self.arch)
         self.num_stages = len(self.stage_ends)
         self.stage_channels = tuple(channels[end + 1] for end in self.stage_ends)
 
@@ -241,21 +250,35 @@ class VanillaNet(BaseModule):
                              f'{self.num_stages - 1} (every stage)')
         self.frozen_stages = frozen_stages
         self._freeze_stages()
+        if not isinstance(with_cp, bool):
+            stages = tuple(with_cp) if isinstance(with_cp, (list, tuple)) else (None,)
+            if any(isinstance(i, bool) or not isinstance(i, int) or not -self.num_stages <= i < self.num_stages
+                   for i in stages):
+                raise ValueError(f'with_cp={with_cp!r}: give True, False or a list of stage indices '
+                                 f'0..{self.num_stages - 1} (this arch has {self.num_stages} stages)')
+            with_cp = tuple(sorted({i % self.num_stages for i in stages}))
+        self.with_cp = with_cp
 
-    def _run(self, block: nn.Module, x: Tensor) -> Tensor:
-        if self.with_cp and self.training and torch.is_grad_enabled():
+    def _checkpoints(self, block_index: int) -> bool:
+        """Whether ``with_cp`` covers block ``block_index`` (-1: the stem), by its stage."""
+        if isinstance(self.with_cp, bool):
+            return self.with_cp
+        return next(k for k, end in enumerate(self.stage_ends) if end >= block_index) in self.with_cp
+
+    def _run(self, block_index: int, block: nn.Module, x: Tensor) -> Tensor:
+        if self._checkpoints(block_index) and self.training and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False,
                               context_fn=lambda: (nullcontext(), _norm_stats_kept(block)))
         return block(x)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        x = self._run(self.stem, x)
+        x = self._run(-1, self.stem, x)
         outs = {}
         if -1 in self.stage_ends:
             outs[self.stage_ends.index(-1)] = x
         ends = {end: k for k, end in enumerate(self.stage_ends)}
         for i, block in enumerate(self.blocks):
-            x = self._run(block, x)
+            x = self._run(i, block, x)
             if i in ends:
                 outs[ends[i]] = x
         return tuple(outs[i] for i in self.out_indices)

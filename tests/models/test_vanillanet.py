@@ -237,3 +237,25 @@ def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypa
             module.fast_dwconv = False
     monkeypatch.setattr('mmvanilla.models.vanillanet.max_pool2d', None)  # would raise if it were called
     torch.testing.assert_close(net(x), outs_plain)
+
+
+def test_with_cp_can_checkpoint_some_stages_only():
+    arch = dict(stem_channels=8, widths=[16, 16, 32], strides=[2, 1, 2])
+    torch.manual_seed(0)
+    plain = VanillaNet(arch, act_num=1, out_indices=(0, 1, 2), act_lambda=0.3).train()
+    partly = VanillaNet(arch, act_num=1, out_indices=(0, 1, 2), act_lambda=0.3, with_cp=[0, -1]).train()
+    partly.load_state_dict(plain.state_dict())
+    assert partly.with_cp == (0, 2)
+    assert [partly._checkpoints(i) for i in (-1, 0, 1, 2)] == [True, False, False, True], 'stem, s8, s8, s16'
+    x = torch.randn(2, 3, 32, 32)
+    for net in (plain, partly):
+        sum(out.square().mean() for out in net(x)).backward()
+    for a, b in zip(plain.parameters(), partly.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('with_cp', [[3], [0, 'x'], 2, None])
+def test_with_cp_names_the_valid_stages(with_cp):
+    with pytest.raises(ValueError, match=r'give True, False or a list of stage indices 0\.\.2 \(this arch has 3'):
+        VanillaNet(dict(stem_channels=8, widths=[16, 16, 32], strides=[2, 1, 2]), act_num=1, out_indices=(0,),
+                   with_cp=with_cp)

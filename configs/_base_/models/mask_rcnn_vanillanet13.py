@@ -16,7 +16,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         act_lambda=1.0,  # fine-tuning keeps the trained net's identity activation, as in the paper
         fast_dwconv=True,  # NCHW with the Triton depthwise kernel: the fastest (see retinanet_vanillanet13.py)
-        with_cp=False,  # True: about a third of the memory for about a quarter more step time
+        with_cp=False,  # True: about a third of the memory for about a quarter more step time; or [0, 1, 2]
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     # VanillaNet('13', out_indices=(0, 1, 2, 3)).out_channels; tests/test_configs.py keeps them in step.
     neck=dict(in_channels=[512, 1024, 2048, 4096]))
