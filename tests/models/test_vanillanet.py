@@ -227,7 +227,7 @@ def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypa
     kept = kept_for_backward_mb(lambda: net(x), net.parameters())
     outs, grads = step()
     for a, b in zip(outs + tuple(grads), outs_plain + tuple(grads_plain)):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # exact on a CPU; a GPU's convolutions may vary
     # per image, two pools no longer keep their fp32 inputs (16 x 13 x 13 and 32 x 6 x 6 values), and int8 window
     # positions replace int64 indices (16 x 6 x 6 and 32 x 2 x 2 outputs)
     saved_bytes = 2 * (16 * 13 * 13 * 4 + 16 * 6 * 6 * 7 + 32 * 6 * 6 * 4 + 32 * 2 * 2 * 7)
@@ -236,7 +236,7 @@ def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypa
         if hasattr(module, 'fast_dwconv'):
             module.fast_dwconv = False
     monkeypatch.setattr('mmvanilla.models.vanillanet.max_pool2d', None)  # would raise if it were called
-    torch.testing.assert_close(net(x), outs_plain)
+    torch.testing.assert_close(net(x), outs_plain, rtol=1e-4, atol=1e-5)
 
 
 def test_with_cp_can_checkpoint_some_stages_only():
