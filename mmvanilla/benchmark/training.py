@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import inspect
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -220,10 +219,9 @@ def _variants(backbone, device: torch.device) -> list[dict]:
     checkpointing every stage but the last (few activations, costly convolutions); other backbones as they are."""
     if backbone.type != 'VanillaNet':
         return [{}]
-    from ..models.vanillanet import VanillaNet, resolve_arch, stage_ends
+    from ..models.vanillanet import resolve_arch, stage_ends
     kernels = (True, False) if device.type == 'cuda' else (False,)
-    arch = backbone.get('arch', inspect.signature(VanillaNet).parameters['arch'].default)
-    all_but_last = list(range(len(stage_ends(resolve_arch(arch))) - 1))
+    all_but_last = list(range(len(stage_ends(resolve_arch(backbone.arch))) - 1))
     return ([dict(fast_dwconv=kernel, with_cp=cp) for cp in (False, True) for kernel in kernels]
             + [dict(fast_dwconv=kernels[0], with_cp=all_but_last)])
 
@@ -251,7 +249,7 @@ def backbone_rows(settings: TrainingSettings, device: torch.device) -> list[dict
         x = torch.randn(settings.det_batch, 3, *settings.det_size, device=device)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
         return _TrainStep(model, lambda: sum(out.float().mean() for out in model(x)), optimizer, device,
-                           settings.amp)
+                          settings.amp)
     return _detector_variant_rows(settings, device, build, lambda name: name.split(' ', 1)[-1] + ' backbone')
 
 
@@ -283,7 +281,7 @@ def detector_rows(settings: TrainingSettings, device: torch.device) -> list[dict
                                       device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
         return _TrainStep(model, lambda: model.parse_losses(model.loss(x, samples))[0], optimizer, device,
-                           settings.amp)
+                          settings.amp)
     return _detector_variant_rows(settings, device, build, lambda name: name)
 
 
@@ -307,7 +305,7 @@ def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[di
                 target = torch.randint(0, 1000, (settings.cls_batch,), device=device)
                 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
                 return _TrainStep(model, lambda: F.cross_entropy(model(x), target), optimizer, device,
-                                   settings.amp)
+                                  settings.amp)
             labels = dict(model=name, layout='channels_last' if layout is torch.channels_last else 'NCHW')
             if vanilla:  # the kernel takes NCHW on CUDA; in channels_last cuDNN runs the depthwise convolution
                 cuda = device.type == 'cuda'
