@@ -151,6 +151,20 @@ def test_the_training_benchmark_times_every_part_and_variant():
         assert title in text
 
 
+
+def test_compiled_backbone_steps_are_rows_of_their_own_with_their_own_reference():
+    result = run_training_benchmark(quick_training_settings(parts=('backbone',), compiled=True))
+    *eager, compiled = result['backbone']
+    assert [row.get('compiled', False) for row in eager] == [False] * 3
+    assert compiled['compiled'] and compiled['with_cp'] is False and compiled['ms'] > 0
+    assert 'kept_mb' not in compiled, 'not counted under torch.compile'
+    # ratios: each VanillaNet row against the ResNet-50 row of its own kind, eager or compiled
+    rows = [dict(model='V', fast_dwconv=True, with_cp=False, ms=30.0),
+            dict(model='V', fast_dwconv=True, with_cp=False, compiled=True, ms=20.0),
+            dict(model='R', ms=10.0), dict(model='R', compiled=True, ms=8.0)]
+    text = format_training_markdown(dict(result, backbone=rows))
+    assert '| V | Triton | off | 30.0 | 3.00x |' in text and '| V, torch.compile | Triton | off | 20.0 | 2.50x |' in text
+
 def test_unknown_training_parts_are_refused():
     with pytest.raises(ValueError, match=r"unknown training benchmark parts \['speed'\]"):
         run_training_benchmark(quick_training_settings(parts=('speed',)))

@@ -33,7 +33,9 @@ def main():
     parser.add_argument('--skip-onnx', action='store_true', help='no onnxruntime latency')
     parser.add_argument('--skip-memory', action='store_true', help='no peak-memory measurement')
     parser.add_argument('--skip-train-step', action='store_true', help='no training-step timing')
-    parser.add_argument('--compile', action='store_true', help='also time the deploy form under torch.compile')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time under torch.compile: the deploy form, and (--device cuda) the backbones\' '
+                             'training step')
     parser.add_argument('--skip-inference', action='store_true', help='no classification or detector inference')
     parser.add_argument('--skip-training', action='store_true', help='no GPU training cost (--device cuda)')
     parser.add_argument('--training-parts', nargs='+', choices=list(TrainingSettings().parts),
@@ -46,7 +48,8 @@ def main():
                    warmup=args.warmup, device=args.device, detector=not args.skip_detector, onnx=not args.skip_onnx,
                    memory=not args.skip_memory, train_step=not args.skip_train_step, compiled=args.compile,
                    inference=not args.skip_inference, training=False if args.skip_training else None,
-                   training_settings=TrainingSettings(device=args.device, parts=args.training_parts))
+                   training_settings=TrainingSettings(device=args.device, parts=args.training_parts,
+                                                     compiled=args.compile))
     with clear_errors():
         if args.quick:
             settings = quick_settings(device=args.device, threads=args.threads, compiled=args.compile)

@@ -170,12 +170,17 @@ def _cp_label(with_cp) -> str:
     return 'stages ' + ', '.join(map(str, with_cp))
 
 
-def _step_table(rows: list[dict], title: str, reference: dict | None) -> list[str]:
+def _step_table(rows: list[dict], title: str) -> list[str]:
+    """Ratios against the last row of a model without the kernel switch (the reference, e.g. ResNet-50), compiled
+    rows against the compiled reference."""
+    references = {row.get('compiled', False): row for row in rows if 'fast_dwconv' not in row}
     lines = [title, '', '| Model | Depthwise conv | with_cp | Step (ms) | Over reference | Peak memory (GB) | '
              'Over reference | Kept for backward (GB) |', '|---|---|---|--:|--:|--:|--:|--:|']
     for row in rows:
         kernel, cp = row.get('fast_dwconv'), row.get('with_cp')
-        lines.append(f'| {row["model"]} | {"-" if kernel is None else depthwise_label(kernel)} | '
+        reference = references.get(row.get('compiled', False))
+        model = row['model'] + (', torch.compile' if row.get('compiled') else '')
+        lines.append(f'| {model} | {"-" if kernel is None else depthwise_label(kernel)} | '
                      f'{_cp_label(cp)} | {_ms(row)} | '
                      f'{_ratio(row, reference, "ms")} | {_mb(row)} | {_ratio(row, reference, "peak_mb")} | '
                      f'{_kept(row)} |')
@@ -192,7 +197,7 @@ def format_training_markdown(result: dict) -> str:
              f'; {"AMP (fp16 autocast)" if s["amp"] else "fp32"}; median of {s["repeats"]} steps after '
              f'{s["warmup"]}. Peak memory: torch.cuda.max_memory_allocated over the timed steps. Kept for '
              'backward: the tensors autograd holds after one forward, parameters not counted (not with with_cp, '
-             'whose checkpoints hold block inputs outside them).', '']
+             'whose checkpoints hold block inputs outside them, nor compiled).', '']
     if result.get('depthwise'):
         lines += ['### ReLU + depthwise convolution, forward and backward', '',
                   '| Shape (N, C, H, W) | k | dtype | Triton NCHW (ms) | PyTorch NCHW | PyTorch channels_last | '
@@ -210,8 +215,7 @@ def format_training_markdown(result: dict) -> str:
                                      '8 boxes each, AdamW')):
         rows = result.get(part)
         if rows:
-            reference = rows[-1] if 'fast_dwconv' not in rows[-1] else None
-            lines += _step_table(rows, title, reference)
+            lines += _step_table(rows, title)
     rows = result.get('classifier')
     if rows:
         refs = [r for r in rows if 'depthwise' not in r and 'ms' in r]

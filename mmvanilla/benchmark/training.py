@@ -66,6 +66,9 @@ class TrainingSettings:
         cls_size (int): Classification input side. Defaults to 224.
         parts (Sequence[str]): Any of ``'depthwise'``, ``'backbone'``, ``'detector'``, ``'classifier'``.
             Defaults to all.
+        compiled (bool): Time each backbone's step under ``torch.compile`` too (VanillaNet with the kernel, which
+            the compiled graph calls as an operator); its ratios are against the compiled reference. Defaults to
+            False.
     """
 
     device: str = 'cuda'
@@ -84,6 +87,7 @@ class TrainingSettings:
     cls_batch: int = 128
     cls_size: int = 224
     parts: Sequence[str] = ('depthwise', 'backbone', 'detector', 'classifier')
+    compiled: bool = False
 
 
 def quick_training_settings(**overrides) -> TrainingSettings:
@@ -138,7 +142,7 @@ def _measured(build: Callable[[], Callable[[], object]], device: torch.device, s
     try:
         step = build()
         row = {**labels, **time_step(step, device, settings.repeats, settings.warmup)}
-        if isinstance(step, _TrainStep) and not labels.get('with_cp'):
+        if isinstance(step, _TrainStep) and not labels.get('with_cp') and not labels.get('compiled'):
             row['kept_mb'] = step.kept_for_backward_mb()
     except torch.cuda.OutOfMemoryError:
         row = {**labels, 'error': 'out of GPU memory'}
@@ -214,28 +218,31 @@ def _detector_cfg(config: str, **backbone):
     return cfg
 
 
-def _variants(backbone, device: torch.device) -> list[dict]:
+def _variants(backbone, device: torch.device, compiled: bool = False) -> list[dict]:
     """VanillaNet with the kernel on and off (it runs on CUDA only), with_cp off and on, then with the kernel
-    checkpointing every stage but the last (few activations, costly convolutions); other backbones as they are."""
+    checkpointing every stage but the last (few activations, costly convolutions); other backbones as they are.
+    ``compiled`` adds each under ``torch.compile`` (VanillaNet with the kernel, without with_cp)."""
     if backbone.type != 'VanillaNet':
-        return [{}]
+        return [{}] + [dict(compiled=True)] * compiled
     from ..models.vanillanet import resolve_arch, stage_ends
     kernels = (True, False) if device.type == 'cuda' else (False,)
     all_but_last = list(range(len(stage_ends(resolve_arch(backbone.arch))) - 1))
     return ([dict(fast_dwconv=kernel, with_cp=cp) for cp in (False, True) for kernel in kernels]
-            + [dict(fast_dwconv=kernels[0], with_cp=all_but_last)])
+            + [dict(fast_dwconv=kernels[0], with_cp=all_but_last)]
+            + [dict(fast_dwconv=kernels[0], with_cp=False, compiled=True)] * compiled)
 
 
 def _detector_variant_rows(settings: TrainingSettings, device: torch.device, build: Callable,
-                           label: Callable[[str], str]) -> list[dict]:
-    """One row per detector config and backbone variant; ``build(cfg)`` returns the step to time."""
+                           label: Callable[[str], str], compiled: bool = False) -> list[dict]:
+    """One row per detector config and backbone variant; ``build(cfg, compiled)`` returns the step to time."""
     rows = []
     for name, config in settings.detector_configs:
         base = _detector_cfg(config)
-        for variant in _variants(base.model.backbone, device):
+        for variant in _variants(base.model.backbone, device, compiled):
             cfg = copy.deepcopy(base)
-            cfg.model.backbone.update(variant)
-            rows.append(_measured(lambda: build(cfg), device, settings, model=label(name), **variant))
+            cfg.model.backbone.update({k: v for k, v in variant.items() if k != 'compiled'})
+            rows.append(_measured(lambda: build(cfg, variant.get('compiled', False)), device, settings,
+                                  model=label(name), **variant))
     return rows
 
 
@@ -243,14 +250,17 @@ def backbone_rows(settings: TrainingSettings, device: torch.device) -> list[dict
     """The detectors' backbones alone: forward, the mean of every output as the loss, backward, SGD."""
     from mmdet.registry import MODELS
 
-    def build(cfg):
+    def build(cfg, compiled):
         model = MODELS.build(cfg.model.backbone).to(device)
         model.train()
+        if compiled:
+            model.compile()  # in place: the first (warm-up) step compiles
         x = torch.randn(settings.det_batch, 3, *settings.det_size, device=device)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
         return _TrainStep(model, lambda: sum(out.float().mean() for out in model(x)), optimizer, device,
                           settings.amp)
-    return _detector_variant_rows(settings, device, build, lambda name: name.split(' ', 1)[-1] + ' backbone')
+    return _detector_variant_rows(settings, device, build, lambda name: name.split(' ', 1)[-1] + ' backbone',
+                                  settings.compiled)
 
 
 def _detection_batch(batch: int, size: Sequence[int], num_classes: int, device: torch.device):
@@ -274,7 +284,7 @@ def detector_rows(settings: TrainingSettings, device: torch.device) -> list[dict
     """A detector's training step on a fixed batch with 8 boxes per image: ``loss``, backward, AdamW."""
     from ..apis import build_model
 
-    def build(cfg):
+    def build(cfg, compiled):
         model = build_model(cfg).to(device)
         model.train()
         x, samples = _detection_batch(settings.det_batch, settings.det_size, cfg.model.bbox_head.num_classes,

@@ -15,6 +15,8 @@ and its mask when the input gradient is stored, so the rectified tensor never ex
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
 
@@ -231,27 +233,83 @@ def _weight_grad(grad: Tensor, x: Tensor, K: int, relu_input: bool) -> Tensor:
     return dw.sum(0)
 
 
+def _grads(grad: Tensor, x: Tensor, weight: Tensor, relu_input: bool, needs: Sequence[bool], input_grad: Callable,
+           weight_grad: Callable) -> tuple:
+    """The gradients of x, weight and bias that ``needs`` asks for, from the two backward kernels' functions."""
+    grad_x = grad_w = grad_b = None
+    if needs[0]:
+        grad_x = input_grad(grad, weight, x, relu_input)
+    if needs[1]:
+        grad_w = weight_grad(grad, x, weight.shape[-1], relu_input).to(weight.dtype).reshape(weight.shape)
+    if needs[2]:
+        grad_b = grad.sum((0, 2, 3), dtype=torch.float32).to(weight.dtype)
+    return grad_x, grad_w, grad_b
+
+
+def _input_grad(grad: Tensor, weight: Tensor, x: Tensor, relu_input: bool) -> Tensor:
+    """The convolution with the kernel rotated, masked where the ReLU cut ``x`` off."""
+    return _conv(grad, weight, None, flip=True, relu_input=False, gate=x if relu_input else None)
+
+
 class _DepthwiseConv2d(torch.autograd.Function):
+    """The eager path: an autograd function straight over the kernels (less overhead per call than an operator)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, relu_input: bool) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.relu_input = relu_input
-        ctx.has_bias = bias is not None
         return _conv(x, weight, bias, flip=False, relu_input=relu_input, gate=None)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _conv(grad, weight, None, flip=True, relu_input=False,
-                           gate=x if ctx.relu_input else None)
-        if ctx.needs_input_grad[1]:
-            grad_w = _weight_grad(grad, x, weight.shape[-1], ctx.relu_input).to(weight.dtype).reshape(weight.shape)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3), dtype=torch.float32).to(weight.dtype)
-        return grad_x, grad_w, grad_b, None
+        return *_grads(grad, x, weight, ctx.relu_input, ctx.needs_input_grad, _input_grad, _weight_grad), None
+
+
+# The same kernels as PyTorch operators, for torch.compile: a compiled graph calls them as opaque operators (their
+# outputs' shapes known from the fake implementations below) and fuses the operations around them.
+@torch.library.custom_op('mmvanilla::depthwise_conv2d', mutates_args=())
+def _depthwise_op(x: Tensor, weight: Tensor, bias: Tensor | None, relu_input: bool) -> Tensor:
+    return _conv(x, weight, bias, flip=False, relu_input=relu_input, gate=None)
+
+
+@torch.library.custom_op('mmvanilla::depthwise_conv2d_input_grad', mutates_args=())
+def _input_grad_op(grad: Tensor, weight: Tensor, x: Tensor, relu_input: bool) -> Tensor:
+    return _input_grad(grad, weight, x, relu_input)
+
+
+@torch.library.custom_op('mmvanilla::depthwise_conv2d_weight_grad', mutates_args=())
+def _weight_grad_op(grad: Tensor, x: Tensor, kernel_size: int, relu_input: bool) -> Tensor:
+    return _weight_grad(grad, x, kernel_size, relu_input)
+
+
+@_depthwise_op.register_fake
+def _(x, weight, bias, relu_input):
+    return torch.empty_like(x)
+
+
+@_input_grad_op.register_fake
+def _(grad, weight, x, relu_input):
+    return torch.empty_like(grad)
+
+
+@_weight_grad_op.register_fake
+def _(grad, x, kernel_size, relu_input):
+    return x.new_empty(x.shape[1], kernel_size, kernel_size, dtype=torch.float32)
+
+
+def _save_for_op_backward(ctx, inputs, output):
+    x, weight, _, relu_input = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.relu_input = relu_input
+
+
+def _op_backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    return *_grads(grad, x, weight, ctx.relu_input, ctx.needs_input_grad, _input_grad_op, _weight_grad_op), None
+
+
+_depthwise_op.register_autograd(_op_backward, setup_context=_save_for_op_backward)
 
 
 def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -307,4 +365,6 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu
         bias = bias.to(dtype) if bias is not None else None
     _check(x, weight, bias)
     with torch.autocast('cuda', enabled=False):
+        if torch.compiler.is_compiling():
+            return _depthwise_op(x, weight, bias, relu_input)
         return _DepthwiseConv2d.apply(x, weight, bias, relu_input)

@@ -66,34 +66,80 @@ if triton is not None:
             tl.store(base + (oh * S + k // S) * W + ow * S + k % S, tl.where(pos == k, g, 0.0).to(g.dtype), mask=ok)
 
 
+def _pool(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """The pooled ``x`` and each maximum's int8 window position."""
+    N, C, H, W = x.shape
+    OH, OW = H // window, W // window
+    y = x.new_empty(N, C, OH, OW)
+    pos = torch.empty(N, C, OH, OW, dtype=torch.int8, device=x.device)
+    if y.numel():
+        grid = (N * C, triton.cdiv(OH * OW, _BLOCK))
+        _max_pool_kernel[grid](x, y, pos, C, H, W, OH, OW, *x.stride(), S=window, BLOCK=_BLOCK)
+    return y, pos
+
+
+def _unpool(grad: Tensor, pos: Tensor, window: int, H: int, W: int) -> Tensor:
+    """The input gradient, ``(N, C, H, W)``: each output's gradient at its maximum's position, zero elsewhere."""
+    N, C, OH, OW = pos.shape
+    # The kernel writes every covered element; rows and columns past the last whole window stay zero.
+    covered = H == OH * window and W == OW * window
+    grad_x = (grad.new_empty if covered else grad.new_zeros)(N, C, H, W)
+    if grad.numel():
+        grid = (N * C, triton.cdiv(OH * OW, _BLOCK))
+        _max_unpool_kernel[grid](grad, pos, grad_x, C, H, W, OH, OW, *grad.stride(), S=window, BLOCK=_BLOCK)
+    return grad_x
+
+
 class _MaxPool2d(torch.autograd.Function):
+    """The eager path: an autograd function straight over the kernels (less overhead per call than an operator)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, window: int) -> Tensor:
-        N, C, H, W = x.shape
-        OH, OW = H // window, W // window
-        y = x.new_empty(N, C, OH, OW)
-        pos = torch.empty(N, C, OH, OW, dtype=torch.int8, device=x.device)
-        grid = (N * C, triton.cdiv(OH * OW, _BLOCK))
-        if y.numel():
-            _max_pool_kernel[grid](x, y, pos, C, H, W, OH, OW, *x.stride(), S=window, BLOCK=_BLOCK)
+        y, pos = _pool(x, window)
         ctx.save_for_backward(pos)
-        ctx.window, ctx.input_shape = window, x.shape
+        ctx.window, ctx.input_size = window, x.shape[-2:]
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         pos, = ctx.saved_tensors
-        window = ctx.window
-        N, C, H, W = ctx.input_shape
-        OH, OW = pos.shape[-2:]
-        # The kernel writes every covered element; rows and columns past the last whole window stay zero.
-        covered = H == OH * window and W == OW * window
-        grad_x = (grad.new_empty if covered else grad.new_zeros)(N, C, H, W)
-        if grad.numel():
-            grid = (N * C, triton.cdiv(OH * OW, _BLOCK))
-            _max_unpool_kernel[grid](grad, pos, grad_x, C, H, W, OH, OW, *grad.stride(), S=window, BLOCK=_BLOCK)
-        return grad_x, None
+        return _unpool(grad, pos, ctx.window, *ctx.input_size), None
+
+
+# The same kernels as PyTorch operators, for torch.compile (see mmvanilla.ops.depthwise).
+@torch.library.custom_op('mmvanilla::max_pool2d_with_positions', mutates_args=())
+def _pool_op(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    return _pool(x, window)
+
+
+@torch.library.custom_op('mmvanilla::max_pool2d_backward', mutates_args=())
+def _unpool_op(grad: Tensor, pos: Tensor, window: int, height: int, width: int) -> Tensor:
+    return _unpool(grad, pos, window, height, width)
+
+
+@_pool_op.register_fake
+def _(x, window):
+    N, C, H, W = x.shape
+    return x.new_empty(N, C, H // window, W // window), x.new_empty(N, C, H // window, W // window, dtype=torch.int8)
+
+
+@_unpool_op.register_fake
+def _(grad, pos, window, height, width):
+    return grad.new_empty(*pos.shape[:2], height, width)
+
+
+def _save_for_op_backward(ctx, inputs, output):
+    x, window = inputs
+    ctx.save_for_backward(output[1])
+    ctx.window, ctx.input_size = window, x.shape[-2:]
+
+
+def _op_backward(ctx, grad, grad_pos):
+    pos, = ctx.saved_tensors
+    return _unpool_op(grad, pos, ctx.window, *ctx.input_size), None
+
+
+_pool_op.register_autograd(_op_backward, setup_context=_save_for_op_backward)
 
 
 def max_pool2d(x: Tensor, window: int) -> Tensor:
@@ -118,4 +164,6 @@ def max_pool2d(x: Tensor, window: int) -> Tensor:
                          f'{x.dtype}')
     if not 2 <= window <= MAX_WINDOW:
         raise ValueError(f'max_pool2d takes windows of 2 to {MAX_WINDOW}, got {window}; use F.max_pool2d')
+    if torch.compiler.is_compiling():
+        return _pool_op(x, window)[0]
     return _MaxPool2d.apply(x, window)

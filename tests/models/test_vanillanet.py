@@ -239,6 +239,38 @@ def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypa
     torch.testing.assert_close(net(x), outs_plain, rtol=1e-4, atol=1e-5)
 
 
+
+def test_a_compiled_backbone_trains_with_the_kernels_and_the_same_results(monkeypatch):
+    """torch.compile keeps both kernels (forced here; on a CPU through Triton's interpreter), as operators."""
+    from mmvanilla import ops
+    from torch._dynamo.testing import AotEagerAndRecordGraphs
+
+    from ..ops.test_depthwise import mmvanilla_ops
+    if not ops.triton_available():
+        pytest.skip('needs Triton')
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    monkeypatch.setattr('mmvanilla.models.layers.fast_dwconv_applies', lambda x, k: True)
+    monkeypatch.setattr('mmvanilla.models.vanillanet.fast_max_pool_applies', lambda x, window: x.requires_grad)
+    torch.manual_seed(0)
+    net = VanillaNet(dict(stem_channels=8, widths=[16, 32], strides=[2, 2]), act_num=1, out_indices=(0, 1, 2),
+                     act_lambda=0.3).to(device).train()
+    x = torch.randn(2, 3, 36, 36, device=device)
+
+    def step(forward):
+        net.zero_grad()
+        outs = forward(x)
+        sum(out.square().mean() for out in outs).backward()
+        return [out.detach() for out in outs] + [p.grad.clone() for p in net.parameters()]
+    eager = step(net)
+    graphs = AotEagerAndRecordGraphs()
+    compiled = step(torch.compile(net, backend=graphs, fullgraph=True))
+    torch._dynamo.reset()
+    assert mmvanilla_ops(graphs.fw_graphs[0]) == {'depthwise_conv2d', 'max_pool2d_with_positions'}
+    assert mmvanilla_ops(graphs.bw_graphs[0]) == {'depthwise_conv2d_input_grad', 'depthwise_conv2d_weight_grad',
+                                                  'max_pool2d_backward'}
+    for got, want in zip(compiled, eager):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
 def test_with_cp_can_checkpoint_some_stages_only():
     arch = dict(stem_channels=8, widths=[16, 16, 32], strides=[2, 1, 2])
     torch.manual_seed(0)

@@ -101,6 +101,41 @@ def test_fp16_weight_gradient_sums_in_fp32():
     assert grad_w[0, 0, 0, 0].item() == torch.tensor(4 * 63 * 63.0).half().item()
 
 
+
+def mmvanilla_ops(graph_module) -> set[str]:
+    """The mmvanilla operators a compiled graph calls."""
+    return {str(node.target).split('.')[1] for node in graph_module.graph.nodes
+            if str(node.target).startswith('mmvanilla.')}
+
+
+@needs_triton
+def test_torch_compile_keeps_the_kernels_as_operators():
+    """Compiled, the convolution is one operator forward and two backward, with the eager values and gradients."""
+    from torch._dynamo.testing import AotEagerAndRecordGraphs
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 9, 11, generator=gen).to(DEVICE).requires_grad_()
+    weight = torch.randn(3, 1, 5, 5, generator=gen).to(DEVICE).requires_grad_()
+    bias = torch.randn(3, generator=gen).to(DEVICE).requires_grad_()
+
+    def forward(x, weight, bias):
+        return ops.depthwise_conv2d(x * 2, weight, bias, relu_input=True)
+
+    def step(forward):
+        y = forward(x, weight, bias)
+        return y, *torch.autograd.grad(y.square().sum(), [x, weight, bias])
+    eager = step(forward)
+    graphs = AotEagerAndRecordGraphs()
+    compiled = step(torch.compile(forward, backend=graphs, fullgraph=True))
+    assert mmvanilla_ops(graphs.fw_graphs[0]) == {'depthwise_conv2d'}
+    assert mmvanilla_ops(graphs.bw_graphs[0]) == {'depthwise_conv2d_input_grad', 'depthwise_conv2d_weight_grad'}
+    for got, want in zip(compiled, eager):
+        assert torch.equal(got, want)
+    torch._dynamo.reset()
+    # inductor (as on a GPU) generates the code around the operators: the multiplication, the sums
+    for got, want in zip(step(torch.compile(forward, fullgraph=True)), eager):
+        torch.testing.assert_close(got, want)
+    torch._dynamo.reset()
+
 @needs_triton
 def test_bad_arguments_are_refused_with_the_fix():
     x = torch.randn(1, 4, 8, 8, device=DEVICE)
@@ -114,7 +149,7 @@ def test_bad_arguments_are_refused_with_the_fix():
         ops.depthwise_conv2d(x, torch.randn(4, 1, 3, 3, device=DEVICE), torch.randn(3, device=DEVICE))
 
 
-def test_the_kernel_applies_only_to_nchw_cuda_tensors_outside_traces(monkeypatch):
+def test_the_kernel_applies_only_to_nchw_cuda_tensors_outside_traces_and_exports(monkeypatch):
     assert not ops.fast_dwconv_applies(torch.randn(1, 2, 5, 5), 3), 'a CPU tensor uses F.conv2d'
     if not torch.cuda.is_available():
         pytest.skip('the CUDA cases need a GPU')
@@ -122,5 +157,13 @@ def test_the_kernel_applies_only_to_nchw_cuda_tensors_outside_traces(monkeypatch
     assert ops.fast_dwconv_applies(x, 3)
     assert not ops.fast_dwconv_applies(x.contiguous(memory_format=torch.channels_last), 3)
     assert not ops.fast_dwconv_applies(x, 4)
+    compiled = torch.compile(lambda x: torch.tensor(ops.fast_dwconv_applies(x, 3)), backend='eager', fullgraph=True)
+    assert compiled(x), 'torch.compile keeps the kernel (as an operator)'
+
+    class Applies(torch.nn.Module):
+        def forward(self, x):
+            assert not ops.fast_dwconv_applies(x, 3), 'an exported graph holds PyTorch operators only'
+            return x
+    torch.export.export(Applies(), (x,))
     monkeypatch.setenv(ops.ENV_SWITCH, '0')
     assert not ops.fast_dwconv_applies(x, 3)

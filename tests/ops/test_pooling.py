@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mmvanilla import ops
 from mmvanilla.benchmark import kept_for_backward_mb
 
-from .test_depthwise import DEVICE, needs_triton
+from .test_depthwise import DEVICE, mmvanilla_ops, needs_triton
 
 
 def pool_both(x, window, grad=None):
@@ -60,6 +60,21 @@ def test_it_keeps_one_byte_per_output_for_backward_not_the_input_and_int64_indic
     assert kept == 2 * 3 * 4 * 6  # int8 positions
     assert kept_by_pytorch == x.numel() * 4 + 2 * 3 * 4 * 6 * 8  # the input and int64 indices
 
+
+
+@needs_triton
+def test_torch_compile_keeps_the_kernels_as_operators():
+    from torch._dynamo.testing import AotEagerAndRecordGraphs
+    x = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    (y_ref, gx_ref), _ = pool_both(x, 2)
+    graphs = AotEagerAndRecordGraphs()
+    leaf = x.clone().requires_grad_()
+    y = torch.compile(lambda x: ops.max_pool2d(x, 2), backend=graphs, fullgraph=True)(leaf)
+    y.backward(torch.arange(y.numel(), device=y.device).reshape(y.shape).to(y.dtype))
+    assert mmvanilla_ops(graphs.fw_graphs[0]) == {'max_pool2d_with_positions'}
+    assert mmvanilla_ops(graphs.bw_graphs[0]) == {'max_pool2d_backward'}
+    assert torch.equal(y, y_ref) and torch.equal(leaf.grad, gx_ref)
+    torch._dynamo.reset()
 
 @needs_triton
 def test_bad_arguments_are_refused_with_the_fix():
