@@ -267,6 +267,9 @@ class VanillaNet(BaseModule):
 
     def _run(self, block_index: int, block: nn.Module, x: Tensor) -> Tensor:
         if self._checkpoints(block_index) and self.training and torch.is_grad_enabled():
+            if torch.compiler.is_compiling():
+                # A compiled graph recomputes the block's arithmetic only: its statistics' updates happen once.
+                return checkpoint(block, x, use_reentrant=False)
             return checkpoint(block, x, use_reentrant=False,
                               context_fn=lambda: (nullcontext(), _norm_stats_kept(block)))
         return block(x)

@@ -174,8 +174,10 @@ def test_a_checkpoint_of_another_arch_is_refused_by_name():
         VanillaNet('6', deploy=True).load_state_dict(VanillaNet('5', deploy=True).state_dict())
 
 
-def test_with_cp_gives_the_same_outputs_gradients_and_norm_statistics():
-    """Activation checkpointing recomputes each block in backward; nothing it computes or updates may differ."""
+@pytest.mark.parametrize('compiled', [False, True])
+def test_with_cp_gives_the_same_outputs_gradients_and_norm_statistics(compiled):
+    """Activation checkpointing recomputes each block in backward; nothing it computes or updates may differ, also
+    under torch.compile."""
     arch = dict(stem_channels=8, widths=[16, 16, 32], strides=[2, 1, 2])
     torch.manual_seed(0)
     plain = VanillaNet(arch, act_num=1, out_indices=(0, 1, 2), act_lambda=0.3).train()
@@ -184,7 +186,7 @@ def test_with_cp_gives_the_same_outputs_gradients_and_norm_statistics():
     x = torch.randn(2, 3, 32, 32)
     results = []
     for net in (plain, checkpointed):
-        outs = net(x)
+        outs = (torch.compile(net, backend='aot_eager') if compiled and net is checkpointed else net)(x)
         loss = sum(out.square().mean() for out in outs)
         loss.backward()
         results.append((outs, [p.grad for p in net.parameters()], list(net.buffers())))
@@ -193,6 +195,7 @@ def test_with_cp_gives_the_same_outputs_gradients_and_norm_statistics():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert any(isinstance(m, torch.nn.BatchNorm2d) and m.num_batches_tracked.item() == 1
                for m in checkpointed.modules()), 'statistics updated once, not twice'
+    torch._dynamo.reset()
 
 
 def test_with_cp_does_nothing_in_eval_or_without_gradients():
