@@ -234,14 +234,21 @@ def _variants(backbone, device: torch.device, compiled: bool = False) -> list[di
 
 def _detector_variant_rows(settings: TrainingSettings, device: torch.device, build: Callable,
                            label: Callable[[str], str], compiled: bool = False) -> list[dict]:
-    """One row per detector config and backbone variant; ``build(cfg, compiled)`` returns the step to time."""
+    """One row per detector config and backbone variant; ``build(cfg)`` returns the step to time, whose model is
+    compiled in place for a ``compiled`` variant (its first, warm-up step compiles)."""
+
+    def build_variant(cfg, compiled):
+        step = build(cfg)
+        if compiled:
+            step.model.compile()
+        return step
     rows = []
     for name, config in settings.detector_configs:
         base = _detector_cfg(config)
         for variant in _variants(base.model.backbone, device, compiled):
             cfg = copy.deepcopy(base)
             cfg.model.backbone.update({k: v for k, v in variant.items() if k != 'compiled'})
-            rows.append(_measured(lambda: build(cfg, variant.get('compiled', False)), device, settings,
+            rows.append(_measured(lambda: build_variant(cfg, variant.get('compiled', False)), device, settings,
                                   model=label(name), **variant))
     return rows
 
@@ -250,11 +257,9 @@ def backbone_rows(settings: TrainingSettings, device: torch.device) -> list[dict
     """The detectors' backbones alone: forward, the mean of every output as the loss, backward, SGD."""
     from mmdet.registry import MODELS
 
-    def build(cfg, compiled):
+    def build(cfg):
         model = MODELS.build(cfg.model.backbone).to(device)
         model.train()
-        if compiled:
-            model.compile()  # in place: the first (warm-up) step compiles
         x = torch.randn(settings.det_batch, 3, *settings.det_size, device=device)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
         return _TrainStep(model, lambda: sum(out.float().mean() for out in model(x)), optimizer, device,
@@ -284,7 +289,7 @@ def detector_rows(settings: TrainingSettings, device: torch.device) -> list[dict
     """A detector's training step on a fixed batch with 8 boxes per image: ``loss``, backward, AdamW."""
     from ..apis import build_model
 
-    def build(cfg, compiled):
+    def build(cfg):
         model = build_model(cfg).to(device)
         model.train()
         x, samples = _detection_batch(settings.det_batch, settings.det_size, cfg.model.bbox_head.num_classes,

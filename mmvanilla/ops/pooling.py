@@ -66,12 +66,18 @@ if triton is not None:
             tl.store(base + (oh * S + k // S) * W + ow * S + k % S, tl.where(pos == k, g, 0.0).to(g.dtype), mask=ok)
 
 
+def _pool_outputs(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Empty tensors for the pooled ``x`` and each maximum's int8 window position."""
+    N, C, H, W = x.shape
+    shape = (N, C, H // window, W // window)
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int8)
+
+
 def _pool(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     """The pooled ``x`` and each maximum's int8 window position."""
     N, C, H, W = x.shape
-    OH, OW = H // window, W // window
-    y = x.new_empty(N, C, OH, OW)
-    pos = torch.empty(N, C, OH, OW, dtype=torch.int8, device=x.device)
+    y, pos = _pool_outputs(x, window)
+    OH, OW = y.shape[-2:]
     if y.numel():
         grid = (N * C, triton.cdiv(OH * OW, _BLOCK))
         _max_pool_kernel[grid](x, y, pos, C, H, W, OH, OW, *x.stride(), S=window, BLOCK=_BLOCK)
@@ -117,10 +123,7 @@ def _unpool_op(grad: Tensor, pos: Tensor, window: int, height: int, width: int) 
     return _unpool(grad, pos, window, height, width)
 
 
-@_pool_op.register_fake
-def _(x, window):
-    N, C, H, W = x.shape
-    return x.new_empty(N, C, H // window, W // window), x.new_empty(N, C, H // window, W // window, dtype=torch.int8)
+_pool_op.register_fake(_pool_outputs)
 
 
 @_unpool_op.register_fake
