@@ -54,13 +54,16 @@ val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator
 
 # LAMB at lr 3.5e-3 for batch 1024 (4.8e-3 for VanillaNet-6 and -7), weight decay 0.35 (VanillaNet-5), none on
-# norms and biases (timm's filter_bias_and_bn); 5 warm-up epochs, then a cosine to 1e-6 over 300 epochs.
+# norms and biases (timm's filter_bias_and_bn); 5 warm-up epochs, then a cosine to 1e-6 over 300 epochs. mmvanilla's
+# constructor with decay_rate 1.0 (one lr for every layer) groups the parameters as mmengine's would with
+# norm_decay_mult=0 and bias_decay_mult=0, in plain dicts, which compile=True (torch.compile) needs.
 max_epochs = 300
 warmup_epochs = 5
 optim_wrapper = dict(
     type='OptimWrapper',
+    constructor='VanillaNetLayerDecayOptimWrapperConstructor',
     optimizer=dict(type='Lamb', lr=3.5e-3, weight_decay=0.35),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+    paramwise_cfg=dict(decay_rate=1.0, num_layers=1))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup_epochs, end=max_epochs, eta_min=1e-6,

@@ -72,7 +72,8 @@ def test_imagenet_configs_follow_the_paper_recipe(arch, lr, crop_pct):
     assert cfg.model.mixup == dict(mixup_alpha=0.1, cutmix_alpha=1.0) and cfg.model.label_smoothing == 0.1
     assert cfg.model.loss.type == 'BinaryCrossEntropy'
     assert cfg.optim_wrapper.optimizer == dict(type='Lamb', lr=lr, weight_decay=0.35)
-    assert cfg.optim_wrapper.paramwise_cfg == dict(norm_decay_mult=0.0, bias_decay_mult=0.0)
+    assert cfg.optim_wrapper.constructor == 'VanillaNetLayerDecayOptimWrapperConstructor'
+    assert cfg.optim_wrapper.paramwise_cfg.decay_rate == 1.0  # one lr for every layer
     warmup, cosine = cfg.param_scheduler
     assert (warmup.type, warmup.end, cosine.type, cosine.end) == ('LinearLR', 5, 'CosineAnnealingLR', 300)
     assert cfg.train_cfg.max_epochs == 300 and cfg.custom_hooks[0] == dict(type='DeepTrainingHook', decay_epochs=100)
@@ -92,15 +93,18 @@ def test_coco_configs_train_in_nchw_with_the_triton_kernel_and_can_checkpoint(na
     assert backbone.fast_dwconv is True and backbone.with_cp is False
 
 
-def test_the_imagenet_config_builds_lamb_without_decay_on_norms_and_biases():
+def test_the_imagenet_config_builds_lamb_with_one_lr_and_without_decay_on_norms_and_biases():
     from mmengine.optim import build_optim_wrapper
     cfg = Config.fromfile('configs/vanillanet_tiny_synthetic_cls.py')
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = build_model(cfg)
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     assert type(wrapper.optimizer).__name__ == 'Lamb'
-    decays = {p.ndim: group['weight_decay'] for group in wrapper.optimizer.param_groups for p in group['params']}
+    groups = wrapper.optimizer.param_groups
+    decays = {p.ndim: group['weight_decay'] for group in groups for p in group['params']}
     assert decays[1] == 0.0 and decays[4] == cfg.optim_wrapper.optimizer.weight_decay
+    assert {group['lr'] for group in groups} == {cfg.optim_wrapper.optimizer.lr}
+    assert all(type(group) is dict for group in groups)  # what torch.compile traces (mmengine's compile=True)
 
 
 def deploy_config(path):

@@ -1,5 +1,7 @@
 import pytest
+import torch
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.config import ConfigDict
 from mmengine.registry import DefaultScope
 from torch import nn
 
@@ -21,7 +23,8 @@ class Detector(nn.Module):
 
 def build(paramwise_cfg, lr=1e-3, weight_decay=0.05):
     with DefaultScope.overwrite_default_scope('mmdet'):
-        return OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+        # a ConfigDict, as a runner passes it from the config
+        return OPTIM_WRAPPER_CONSTRUCTORS.build(ConfigDict(
             type='VanillaNetLayerDecayOptimWrapperConstructor', paramwise_cfg=paramwise_cfg,
             optim_wrapper_cfg=dict(type='OptimWrapper',
                                    optimizer=dict(type='AdamW', lr=lr, weight_decay=weight_decay))))
@@ -68,3 +71,17 @@ def test_frozen_parameters_are_left_out_and_every_trainable_one_is_in_exactly_on
 def test_unknown_paramwise_keys_are_refused():
     with pytest.raises(KeyError, match='decay_rate=..., num_layers='):
         build(dict(decay_rate=0.6, num_layers=6, decay_type='layer_wise'))(Detector())
+
+
+def test_param_groups_are_plain_dicts_so_that_torch_compile_traces_the_step():
+    # mmengine builds the optimizer from a ConfigDict, which makes each group a ConfigDict; dynamo stopped on those
+    # ('UserDefinedDictVariable' object has no attribute 'items'), so mmengine's compile=True failed.
+    model = Detector()
+    optimizer = build(dict(decay_rate=0.6, num_layers=6))(model).optimizer
+    assert all(type(group) is dict for group in optimizer.param_groups)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in params]
+    torch.compile(optimizer.step, backend='eager')()
+    assert all(not torch.equal(p, b) for p, b in zip(params, before))
