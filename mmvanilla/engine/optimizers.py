@@ -15,7 +15,6 @@ from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from timm.optim import Lamb
 from torch import nn
-from torch.optim import Optimizer
 
 OPTIMIZERS.register_module(module=Lamb)
 
@@ -33,17 +32,6 @@ def vanillanet_layer_id(param_name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def plain_param_groups(optimizer: Optimizer) -> None:
-    """Makes each of ``optimizer``'s param groups a plain dict again.
-
-    mmengine builds an optimizer from a ``ConfigDict``, which turns the param groups a constructor hands it into
-    ``ConfigDict``s. ``torch.compile`` traces an optimizer's step only over plain dicts: with mmengine's
-    ``compile=True`` (which compiles ``train_step``, the step included), dynamo stopped with ``'UserDefinedDictVariable'
-    object has no attribute 'items'``.
-    """
-    optimizer.param_groups[:] = [dict(group) for group in optimizer.param_groups]
-
-
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class VanillaNetLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Groups parameters by VanillaNet layer with a decayed learning rate and no decay on norms and biases.
@@ -59,7 +47,11 @@ class VanillaNetLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         optim_wrapper = super().__call__(model)
-        plain_param_groups(optim_wrapper.optimizer)
+        # mmengine builds the optimizer from a ConfigDict, which makes each param group a ConfigDict; dynamo traces
+        # an optimizer's step over plain dicts only (mmengine's compile=True stopped with 'UserDefinedDictVariable'
+        # object has no attribute 'items').
+        groups = optim_wrapper.optimizer.param_groups
+        groups[:] = [dict(group) for group in groups]
         return optim_wrapper
 
     def add_params(self, params: list[dict], module: nn.Module, **kwargs) -> None:
