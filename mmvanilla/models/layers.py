@@ -105,6 +105,12 @@ class DeepTrainingConv(nn.Module):
     (ReLU) to 1 (identity) during training; at 1 the layer is linear and ``switch_to_deploy()`` merges it into the
     single convolution ``conv``, the deploy form.
 
+    At lambda = 1 (a fine-tuned or fully annealed net, e.g. every detection recipe) the forward skips the leaky ReLU,
+    the identity then, and saves its passes over the activation (two forward, three backward). Whether lambda is 1
+    is kept on the host beside the buffer, so that forward never copies the buffer from the GPU: set lambda with
+    ``set_act_lambda()`` or ``load_state_dict()`` (as :class:`~mmvanilla.engine.DeepTrainingHook` and the tools
+    do), not by writing the buffer.
+
     Args:
         in_channels (int): Input channels.
         out_channels (int): Output channels.
@@ -140,6 +146,7 @@ class DeepTrainingConv(nn.Module):
         self.conv2 = ConvBN(hidden_channels, out_channels, 1, norm_cfg=out_norm_cfg)
         # Shape (1,) so F.prelu takes it as a shared slope: no host sync, exact leaky_relu, traceable.
         self.register_buffer('act_lambda', torch.full((1,), check_act_lambda(act_lambda)))
+        self._act_is_identity = act_lambda == 1.0
 
     @property
     def deployed(self) -> bool:
@@ -149,10 +156,11 @@ class DeepTrainingConv(nn.Module):
         if self.deployed:
             return self.conv(x)
         x = self.conv1(x)
-        if x.requires_grad and not torch.jit.is_scripting():
-            x = self._leaky_relu_keeping_output(x)
-        else:
-            x = F.prelu(x, self.act_lambda)
+        if not self._act_is_identity:
+            if x.requires_grad and not torch.jit.is_scripting():
+                x = self._leaky_relu_keeping_output(x)
+            else:
+                x = F.prelu(x, self.act_lambda)
         return self.conv2(x)
 
     @torch.jit.unused
@@ -170,6 +178,7 @@ class DeepTrainingConv(nn.Module):
                 raise RuntimeError(f'this layer is in deploy form (lambda fixed at 1); cannot set lambda={value}')
             return
         self.act_lambda.fill_(value)
+        self._act_is_identity = value == 1.0
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
@@ -185,7 +194,7 @@ class DeepTrainingConv(nn.Module):
                          device=weight.device, dtype=weight.dtype)
         conv.weight = nn.Parameter(weight.detach().clone())
         conv.bias = nn.Parameter(bias.detach().clone())
-        del self.conv1, self.conv2, self.act_lambda
+        del self.conv1, self.conv2, self.act_lambda, self._act_is_identity
         self.conv = conv
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
@@ -206,6 +215,8 @@ class DeepTrainingConv(nn.Module):
                              '1: identity); it is damaged or not a VanillaNet checkpoint')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if not self.deployed and not self.act_lambda.is_meta:  # the one place forward's host copy reads the buffer
+            self._act_is_identity = bool(self.act_lambda.item() == 1.0)
 
 
 class SeriesActivation(nn.Module):

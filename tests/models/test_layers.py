@@ -1,8 +1,11 @@
 import copy
+from unittest import mock
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
 
 from mmvanilla.models import DeepTrainingConv, SeriesActivation
 from mmvanilla.models.layers import _LeakyReLUKeepingOutput
@@ -69,6 +72,48 @@ def test_deep_training_conv_keeps_four_activations_for_backward_not_its_norms_ou
     assert sorted(kept.values()) == sorted(['input', 'ConvolutionBackward0', '_LeakyReLUKeepingOutputBackward',
                                             'ConvolutionBackward0'])
     out.sum().backward()  # the kept tensors suffice
+
+
+def autograd_node_names(out):
+    seen, todo = set(), [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node.name() not in seen:
+            seen.add(node.name())
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return seen
+
+
+@pytest.mark.parametrize('lam', [0.0, 0.5, 1.0])
+def test_deep_training_conv_skips_the_leaky_relu_exactly_when_lambda_is_one(lam):
+    # At lambda = 1 the leaky ReLU is the identity: neither training nor inference spends a pass on it.
+    layer = DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=lam)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    assert ('_LeakyReLUKeepingOutputBackward' in autograd_node_names(layer.train()(x))) == (lam < 1)
+    with mock.patch.object(F, 'prelu', wraps=F.prelu) as prelu, torch.no_grad():
+        layer.eval()(x)
+    assert prelu.called == (lam < 1)
+
+
+@pytest.mark.parametrize('load', [torch.nn.Module.load_state_dict, mmengine_load_state_dict],
+                         ids=['torch', 'mmengine'])
+@pytest.mark.parametrize('built, loaded', [(1.0, 0.5), (0.5, 1.0), (1.0, 0.0)])
+def test_lambda_loaded_from_a_checkpoint_decides_whether_the_leaky_relu_runs(load, built, loaded):
+    trained = randomize_bns(DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=loaded)).eval()
+    layer = DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=built).eval()
+    load(layer, trained.state_dict())
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(layer(x), layer.conv2(F.leaky_relu(layer.conv1(x), loaded)))
+    assert layer.get_act_lambda() == loaded
+
+
+def test_a_compiled_deep_training_conv_follows_lambda_in_and_out_of_one():
+    layer = randomize_bns(DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=1.0)).eval()
+    compiled = torch.compile(layer, backend='eager', fullgraph=True)
+    x = torch.randn(2, 4, 5, 5)
+    for lam in (1.0, 0.5, 1.0, 0.0):
+        layer.set_act_lambda(lam)
+        torch.testing.assert_close(compiled(x), layer.conv2(F.leaky_relu(layer.conv1(x), lam)))
 
 
 def test_a_checkpoint_with_lambda_outside_zero_one_is_refused_even_by_a_non_strict_load():
