@@ -1,0 +1,170 @@
+"""One config trained over several seeds in a few variants, in parallel processes, and a final metric compared.
+
+Made for issue 11's "same learning" target: the tiny synthetic RetinaNet must reach the same box mAP with the Triton
+depthwise kernel on and off, within 0.02. One run of each says little there, as runs that differ only in their seed
+spread by more than that. So every variant trains with the same seeds, and the gap is taken seed by seed (paired:
+both runs of a seed share their initial weights and data order) with a 95% confidence interval of its mean.
+
+Each run is ``tools/train.py CONFIG --work-dir WORK/<variant>/seed<S> --resume --cfg-options randomness.seed=S
+<the variant's options> <the common options>``, its output in ``train.log`` there. A finished run leaves a file
+``finished`` and is not trained again (its metric is read from its logs), and an unfinished one resumes from its last
+checkpoint, so a sweep cut short (a time limit) goes on where it stopped when run again.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ['SweepRun', 'format_sweep_markdown', 'last_logged_value', 'plan_sweep', 'run_sweep', 'summarize_sweep']
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The variants of the question this module was made for: the series activation's kernel on and off.
+KERNEL_ON_OFF = {'kernel': ['model.backbone.fast_dwconv=True'], 'pytorch': ['model.backbone.fast_dwconv=False']}
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 seeds). Between and beyond the entries the
+# next smaller one is taken: a slightly wider interval, never a narrower one.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    variant: str
+    seed: int
+    work_dir: Path
+    command: tuple[str, ...]
+
+    @property
+    def finished_file(self) -> Path:
+        return self.work_dir / 'finished'
+
+    @property
+    def log_file(self) -> Path:
+        return self.work_dir / 'train.log'
+
+
+def plan_sweep(config: str, seeds: list[int], variants: dict[str, list[str]], work_dir: str | Path,
+               cfg_options: list[str] = ()) -> list[SweepRun]:
+    """The runs of a sweep: every variant with every seed. ``variants`` maps a name to its ``--cfg-options``."""
+    if not Path(config).is_file():
+        raise FileNotFoundError(f'config {config} not found (give its path, e.g. '
+                                'configs/retinanet_vanillanet_tiny_synthetic.py)')
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f'seeds must be distinct and at least one, got {seeds}')
+    if len(variants) < 2:
+        raise ValueError(f'a sweep compares at least two variants, got {list(variants)}')
+    runs = []
+    for name, options in variants.items():
+        for seed in seeds:
+            run_dir = Path(work_dir) / name / f'seed{seed}'
+            command = (sys.executable, str(ROOT / 'tools' / 'train.py'), str(config), '--work-dir', str(run_dir),
+                       '--resume', '--cfg-options', f'randomness.seed={seed}', *options, *cfg_options)
+            runs.append(SweepRun(name, seed, run_dir, command))
+    return runs
+
+
+def last_logged_value(work_dir: str | Path, key: str) -> float:
+    """The last value of ``key`` that the run in ``work_dir`` logged (its newest ``*/vis_data/scalars.json``).
+
+    Raises:
+        RuntimeError: the run logged no such value; the message lists the keys it did log.
+    """
+    files = sorted(Path(work_dir).glob('*/vis_data/scalars.json'))
+    found, keys = None, set()
+    for path in files:  # oldest first (timestamped folders), so a resumed run's last value wins
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            keys.update(record)
+            if key in record:
+                found = float(record[key])
+    if found is None:
+        logged = ', '.join(sorted(keys)) or 'nothing'
+        raise RuntimeError(f'{work_dir}: the run logged no {key!r} (it logged: {logged}); check --metric and that '
+                           'the run validates at its end (train_cfg.val_interval)')
+    return found
+
+
+def _run_one(run: SweepRun, metric: str) -> dict:
+    if not run.finished_file.exists():  # train (resuming from its last checkpoint, if any)
+        run.work_dir.mkdir(parents=True, exist_ok=True)
+        with open(run.log_file, 'a') as log:
+            code = subprocess.run(run.command, stdout=log, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, PYTHONUNBUFFERED='1')).returncode
+        if code != 0:
+            return dict(variant=run.variant, seed=run.seed, error=f'exit code {code}, log: {run.log_file}')
+        run.finished_file.touch()
+    try:
+        return dict(variant=run.variant, seed=run.seed, metric=metric, value=last_logged_value(run.work_dir, metric))
+    except RuntimeError as e:
+        return dict(variant=run.variant, seed=run.seed, error=str(e))
+
+
+def run_sweep(runs: list[SweepRun], metric: str, jobs: int = 1) -> list[dict]:
+    """Runs ``runs``, ``jobs`` at a time; a finished run (it leaves a file ``finished``) is read, not trained again.
+
+    Returns:
+        list[dict]: Per run ``variant``, ``seed``, ``metric``, ``value``, in the order of ``runs``.
+
+    Raises:
+        RuntimeError: some runs failed; the message names each with its log (the others' results are kept).
+    """
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        results = list(pool.map(lambda run: _run_one(run, metric), runs))
+    failed = [f'{r["variant"]} seed {r["seed"]}: {r["error"]}' for r in results if 'error' in r]
+    if failed:
+        raise RuntimeError(f'{len(failed)} of {len(runs)} runs failed (finished ones are kept and not rerun):\n  '
+                           + '\n  '.join(failed))
+    return results
+
+
+def _t95(dof: int) -> float:
+    return _T95[max(d for d in _T95 if d <= dof)]
+
+
+def summarize_sweep(results: list[dict]) -> dict:
+    """Per variant the values by seed, their mean and sample standard deviation; and, against the first variant,
+    the paired gap (``variant - first``, seed by seed): its mean and the half-width of its 95% confidence interval
+    (Student's t; None with a single seed), and ``gap_bound``, the largest absolute gap that interval allows."""
+    variants = list(dict.fromkeys(r['variant'] for r in results))
+    by_variant = {v: {r['seed']: r['value'] for r in results if r['variant'] == v} for v in variants}
+    seeds = sorted(by_variant[variants[0]])
+    rows = []
+    for v in variants:
+        values = [by_variant[v][s] for s in seeds]
+        row = dict(variant=v, values=values, mean=statistics.fmean(values),
+                   std=statistics.stdev(values) if len(values) > 1 else None)
+        if v != variants[0]:
+            gaps = [by_variant[v][s] - by_variant[variants[0]][s] for s in seeds]
+            row['gap_mean'] = statistics.fmean(gaps)
+            row['gap_ci95'] = (_t95(len(gaps) - 1) * statistics.stdev(gaps) / math.sqrt(len(gaps))
+                               if len(gaps) > 1 else None)
+            # The largest gap the interval allows: "within 0.02" is shown when this is at most 0.02.
+            row['gap_bound'] = abs(row['gap_mean']) + row['gap_ci95'] if row['gap_ci95'] is not None else None
+        rows.append(row)
+    return dict(metric=results[0]['metric'], seeds=seeds, rows=rows)
+
+
+def format_sweep_markdown(summary: dict) -> str:
+    """A table of :func:`summarize_sweep`: one row per variant, one column per seed."""
+    seeds, first = summary['seeds'], summary['rows'][0]['variant']
+    lines = [f'{summary["metric"]}, paired by seed against {first} (gap: mean, 95% confidence interval)', '',
+             '| Variant | ' + ' | '.join(f'seed {s}' for s in seeds) + ' | Mean | Std | Gap |',
+             '|---|' + '--:|' * (len(seeds) + 3)]
+
+    def num(x):
+        return '-' if x is None else f'{x:.4f}'
+    for row in summary['rows']:
+        gap = '-'
+        if 'gap_mean' in row:
+            gap = f'{row["gap_mean"]:+.4f}' + (f' ± {row["gap_ci95"]:.4f}' if row['gap_ci95'] is not None else '')
+        lines.append(f'| {row["variant"]} | ' + ' | '.join(num(v) for v in row['values'])
+                     + f' | {num(row["mean"])} | {num(row["std"])} | {gap} |')
+    return '\n'.join(lines)

@@ -1,0 +1,89 @@
+"""Seed sweeps (mmvanilla/sweep.py, tools/seed_sweep.py): several seeds per variant, the gap taken seed by seed."""
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from mmvanilla.sweep import last_logged_value, plan_sweep, summarize_sweep
+
+from .conftest import run_tool
+
+
+def test_every_variant_trains_with_every_seed_in_its_own_resumable_work_dir(tmp_path):
+    (tmp_path / 'cfg.py').touch()
+    runs = plan_sweep(tmp_path / 'cfg.py', [0, 7], {'a': ['x=1'], 'b': []}, tmp_path, ['y=2'])
+    assert [(r.variant, r.seed, r.work_dir) for r in runs] == [
+        ('a', 0, tmp_path / 'a/seed0'), ('a', 7, tmp_path / 'a/seed7'),
+        ('b', 0, tmp_path / 'b/seed0'), ('b', 7, tmp_path / 'b/seed7')]
+    command = runs[1].command
+    assert command[1].endswith('tools/train.py') and command[2] == str(tmp_path / 'cfg.py') and '--resume' in command
+    assert command[command.index('--cfg-options') + 1:] == ('randomness.seed=7', 'x=1', 'y=2')
+
+
+@pytest.mark.parametrize('seeds, variants, message', [
+    ([0, 0], {'a': [], 'b': []}, 'distinct'), ([], {'a': [], 'b': []}, 'at least one'),
+    ([0], {'a': []}, 'at least two variants')])
+def test_a_sweep_that_cannot_compare_is_refused(seeds, variants, message, tmp_path):
+    (tmp_path / 'cfg.py').touch()
+    with pytest.raises(ValueError, match=message):
+        plan_sweep(tmp_path / 'cfg.py', seeds, variants, tmp_path / 'work')
+
+
+def test_a_missing_config_is_named_before_anything_runs(tmp_path):
+    proc = run_tool('seed_sweep.py', 'nope.py', '--work-dir', 'sweep', cwd=tmp_path)
+    assert proc.returncode == 2 and 'config nope.py not found' in proc.stderr and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'sweep').exists()
+
+
+def test_the_gap_is_paired_by_seed_with_a_student_t_interval():
+    results = [dict(variant=v, seed=s, metric='m', value=x) for v, xs in
+               [('on', [0.30, 0.40, 0.35]), ('off', [0.31, 0.42, 0.35])] for s, x in zip([0, 1, 2], xs)]
+    summary = summarize_sweep(results)
+    on, off = summary['rows']
+    assert summary['seeds'] == [0, 1, 2] and on['values'] == [0.30, 0.40, 0.35] and 'gap_mean' not in on
+    assert on['mean'] == pytest.approx(0.35) and on['std'] == pytest.approx(0.05)
+    # gaps 0.01, 0.02, 0.00: mean 0.01, sample std 0.01, t(2 dof) = 4.303
+    assert off['gap_mean'] == pytest.approx(0.01)
+    assert off['gap_ci95'] == pytest.approx(4.303 * 0.01 / math.sqrt(3))
+    assert off['gap_bound'] == pytest.approx(0.01 + 4.303 * 0.01 / math.sqrt(3))
+
+
+def test_the_last_logged_value_wins_across_resumed_runs(tmp_path):
+    for stamp, value in [('20260101_000000', 0.1), ('20260102_000000', 0.3)]:
+        folder = tmp_path / stamp / 'vis_data'
+        folder.mkdir(parents=True)
+        (folder / 'scalars.json').write_text(json.dumps({'loss': 1.0, 'step': 1}) + '\n'
+                                             + json.dumps({'coco/bbox_mAP': value, 'step': 1}) + '\n')
+    assert last_logged_value(tmp_path, 'coco/bbox_mAP') == 0.3
+    with pytest.raises(RuntimeError, match=r"no 'accuracy/top1' \(it logged: coco/bbox_mAP, loss, step\)"):
+        last_logged_value(tmp_path, 'accuracy/top1')
+
+
+def test_the_tool_trains_the_kernel_on_and_off_per_seed_and_reuses_finished_runs(tiny_detection_run):
+    run = tiny_detection_run
+    args = [run['config'], '--seeds', '0', '1', '--jobs', '2', '--within', '0.02', '--work-dir', 'sweep',
+            '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'custom_hooks.0.decay_epochs=1',
+            'train_dataloader.batch_size=4', 'model.test_cfg.score_thr=0.0']
+    proc = run_tool('seed_sweep.py', *args, cwd=run['cwd'])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r'^\| kernel \| [0-9.]+ \| [0-9.]+ \|', proc.stdout, re.M)
+    assert re.search(r'^pytorch vs kernel within 0\.02: (not )?shown', proc.stdout, re.M)
+    summary = json.loads((run['cwd'] / 'sweep/summary.json').read_text())
+    assert summary['metric'] == 'coco/bbox_mAP' and summary['seeds'] == [0, 1]
+    kernel, pytorch = summary['rows']
+    assert kernel['variant'] == 'kernel' and pytorch['variant'] == 'pytorch'
+    assert all(0.0 <= v <= 1.0 for v in kernel['values'] + pytorch['values'])
+    if not torch.cuda.is_available():  # the kernel never runs: both variants compute the same, seed by seed
+        assert kernel['values'] == pytorch['values'] and pytorch['gap_mean'] == 0.0
+
+    logs = {p: p.stat().st_size for p in (run['cwd'] / 'sweep').glob('*/seed*/train.log')}
+    again = run_tool('seed_sweep.py', *args, cwd=run['cwd'])
+    assert again.returncode == 0 and again.stdout == proc.stdout
+    assert {p: p.stat().st_size for p in logs} == logs  # finished runs are read back, not trained again
+
+    other = run_tool('seed_sweep.py', *args, '--metric', 'accuracy/top1', cwd=run['cwd'])
+    assert other.returncode == 2 and '4 of 4 runs failed' in other.stderr and 'Traceback' not in other.stderr
+    assert "kernel seed 0: " in other.stderr and "logged no 'accuracy/top1'" in other.stderr
+    assert {p: p.stat().st_size for p in logs} == logs
