@@ -8,7 +8,9 @@ both runs of a seed share their initial weights and data order) with a 95% confi
 Each run is ``tools/train.py CONFIG --work-dir WORK/<variant>/seed<S> --resume --cfg-options randomness.seed=S
 <the variant's options> <the common options>``, its output in ``train.log`` there. A finished run leaves a file
 ``finished`` and is not trained again (its metric is read from its logs), and an unfinished one resumes from its last
-checkpoint, so a sweep cut short (a time limit) goes on where it stopped when run again.
+checkpoint, so a sweep cut short (a time limit) goes on where it stopped when run again. Each run's arguments are
+kept in ``command.json``: a work dir that holds runs of other arguments is refused before anything trains, so no
+figure mixes two settings.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ['SweepRun', 'format_sweep_markdown', 'last_logged_value', 'plan_sweep', 'run_sweep', 'summarize_sweep']
+__all__ = ['SweepRun', 'format_sweep_markdown', 'last_logged_value', 'plan_sweep', 'run_sweep', 'summarize_sweep',
+           'variants_from_args']
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +52,21 @@ class SweepRun:
     @property
     def log_file(self) -> Path:
         return self.work_dir / 'train.log'
+
+    @property
+    def arguments(self) -> list[str]:
+        """What the run trains (the command less the interpreter and the tool), as kept in ``command.json``."""
+        return list(self.command[2:])
+
+
+def variants_from_args(groups: list[list[str]] | None) -> dict[str, list[str]]:
+    """The variants of ``--variant NAME KEY=VALUE ... --variant ...`` (None: :data:`KERNEL_ON_OFF`)."""
+    if not groups:
+        return KERNEL_ON_OFF
+    names = [group[0] for group in groups]
+    if len(set(names)) != len(names):
+        raise ValueError(f'--variant names must differ, got {names}')
+    return {group[0]: group[1:] for group in groups}
 
 
 def plan_sweep(config: str, seeds: list[int], variants: dict[str, list[str]], work_dir: str | Path,
@@ -94,7 +112,6 @@ def last_logged_value(work_dir: str | Path, key: str) -> float:
 
 def _run_one(run: SweepRun, metric: str) -> dict:
     if not run.finished_file.exists():  # train (resuming from its last checkpoint, if any)
-        run.work_dir.mkdir(parents=True, exist_ok=True)
         with open(run.log_file, 'a') as log:
             code = subprocess.run(run.command, stdout=log, stderr=subprocess.STDOUT,
                                   env=dict(os.environ, PYTHONUNBUFFERED='1')).returncode
@@ -107,6 +124,20 @@ def _run_one(run: SweepRun, metric: str) -> dict:
         return dict(variant=run.variant, seed=run.seed, error=str(e))
 
 
+def _check_same_arguments(runs: list[SweepRun]) -> None:
+    clashes = []
+    for run in runs:
+        kept = run.work_dir / 'command.json'
+        if kept.exists() and json.loads(kept.read_text()) != run.arguments:
+            clashes.append(f'{run.work_dir}: {" ".join(json.loads(kept.read_text()))}')
+    if clashes:
+        raise ValueError('the work dir holds runs of other arguments, which this sweep would mix with its own; give '
+                         'another --work-dir (or delete those runs):\n  ' + '\n  '.join(clashes))
+    for run in runs:
+        run.work_dir.mkdir(parents=True, exist_ok=True)
+        (run.work_dir / 'command.json').write_text(json.dumps(run.arguments))
+
+
 def run_sweep(runs: list[SweepRun], metric: str, jobs: int = 1) -> list[dict]:
     """Runs ``runs``, ``jobs`` at a time; a finished run (it leaves a file ``finished``) is read, not trained again.
 
@@ -114,8 +145,10 @@ def run_sweep(runs: list[SweepRun], metric: str, jobs: int = 1) -> list[dict]:
         list[dict]: Per run ``variant``, ``seed``, ``metric``, ``value``, in the order of ``runs``.
 
     Raises:
+        ValueError: a run's work dir holds a run of other arguments (nothing is trained then).
         RuntimeError: some runs failed; the message names each with its log (the others' results are kept).
     """
+    _check_same_arguments(runs)
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
         results = list(pool.map(lambda run: _run_one(run, metric), runs))
     failed = [f'{r["variant"]} seed {r["seed"]}: {r["error"]}' for r in results if 'error' in r]
@@ -152,8 +185,9 @@ def summarize_sweep(results: list[dict]) -> dict:
     return dict(metric=results[0]['metric'], seeds=seeds, rows=rows)
 
 
-def format_sweep_markdown(summary: dict) -> str:
-    """A table of :func:`summarize_sweep`: one row per variant, one column per seed."""
+def format_sweep_markdown(summary: dict, within: float | None = None) -> str:
+    """A table of :func:`summarize_sweep`: one row per variant, one column per seed; with ``within``, a line per
+    variant saying whether its gap is shown to lie within ``+-within`` (its 95% interval inside that)."""
     seeds, first = summary['seeds'], summary['rows'][0]['variant']
     lines = [f'{summary["metric"]}, paired by seed against {first} (gap: mean, 95% confidence interval)', '',
              '| Variant | ' + ' | '.join(f'seed {s}' for s in seeds) + ' | Mean | Std | Gap |',
@@ -167,4 +201,11 @@ def format_sweep_markdown(summary: dict) -> str:
             gap = f'{row["gap_mean"]:+.4f}' + (f' ± {row["gap_ci95"]:.4f}' if row['gap_ci95'] is not None else '')
         lines.append(f'| {row["variant"]} | ' + ' | '.join(num(v) for v in row['values'])
                      + f' | {num(row["mean"])} | {num(row["std"])} | {gap} |')
+    if within is not None:
+        lines.append('')
+        for row in summary['rows'][1:]:
+            bound = row['gap_bound']
+            verdict = ('needs two seeds or more' if bound is None else
+                       f'{"shown" if bound <= within else "not shown"}: the 95% interval allows gaps up to {bound:.4f}')
+            lines.append(f'{row["variant"]} vs {first} within {within}: {verdict}')
     return '\n'.join(lines)

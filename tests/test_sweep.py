@@ -6,7 +6,8 @@ import re
 import pytest
 import torch
 
-from mmvanilla.sweep import last_logged_value, plan_sweep, summarize_sweep
+from mmvanilla.sweep import KERNEL_ON_OFF, format_sweep_markdown, last_logged_value, plan_sweep, summarize_sweep, \
+    variants_from_args
 
 from .conftest import run_tool
 
@@ -31,6 +32,13 @@ def test_a_sweep_that_cannot_compare_is_refused(seeds, variants, message, tmp_pa
         plan_sweep(tmp_path / 'cfg.py', seeds, variants, tmp_path / 'work')
 
 
+def test_variants_default_to_the_kernel_on_and_off_and_need_distinct_names():
+    assert variants_from_args(None) == KERNEL_ON_OFF
+    assert variants_from_args([['a', 'x=1', 'y=2'], ['b']]) == {'a': ['x=1', 'y=2'], 'b': []}
+    with pytest.raises(ValueError, match='names must differ'):
+        variants_from_args([['a', 'x=1'], ['a', 'x=2']])
+
+
 def test_a_missing_config_is_named_before_anything_runs(tmp_path):
     proc = run_tool('seed_sweep.py', 'nope.py', '--work-dir', 'sweep', cwd=tmp_path)
     assert proc.returncode == 2 and 'config nope.py not found' in proc.stderr and 'Traceback' not in proc.stderr
@@ -48,6 +56,9 @@ def test_the_gap_is_paired_by_seed_with_a_student_t_interval():
     assert off['gap_mean'] == pytest.approx(0.01)
     assert off['gap_ci95'] == pytest.approx(4.303 * 0.01 / math.sqrt(3))
     assert off['gap_bound'] == pytest.approx(0.01 + 4.303 * 0.01 / math.sqrt(3))
+    assert format_sweep_markdown(summary, within=0.05).endswith(
+        'off vs on within 0.05: shown: the 95% interval allows gaps up to 0.0348')
+    assert 'off vs on within 0.02: not shown' in format_sweep_markdown(summary, within=0.02)
 
 
 def test_the_last_logged_value_wins_across_resumed_runs(tmp_path):
@@ -61,7 +72,7 @@ def test_the_last_logged_value_wins_across_resumed_runs(tmp_path):
         last_logged_value(tmp_path, 'accuracy/top1')
 
 
-def test_the_tool_trains_the_kernel_on_and_off_per_seed_and_reuses_finished_runs(tiny_detection_run):
+def test_the_tool_pairs_kernel_on_and_off_by_seed_reuses_finished_runs_and_never_mixes_settings(tiny_detection_run):
     run = tiny_detection_run
     args = [run['config'], '--seeds', '0', '1', '--jobs', '2', '--within', '0.02', '--work-dir', 'sweep',
             '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'custom_hooks.0.decay_epochs=1',
@@ -77,6 +88,7 @@ def test_the_tool_trains_the_kernel_on_and_off_per_seed_and_reuses_finished_runs
     assert all(0.0 <= v <= 1.0 for v in kernel['values'] + pytorch['values'])
     if not torch.cuda.is_available():  # the kernel never runs: both variants compute the same, seed by seed
         assert kernel['values'] == pytorch['values'] and pytorch['gap_mean'] == 0.0
+        assert 'pytorch vs kernel within 0.02: shown' in proc.stdout
 
     logs = {p: p.stat().st_size for p in (run['cwd'] / 'sweep').glob('*/seed*/train.log')}
     again = run_tool('seed_sweep.py', *args, cwd=run['cwd'])
@@ -86,4 +98,8 @@ def test_the_tool_trains_the_kernel_on_and_off_per_seed_and_reuses_finished_runs
     other = run_tool('seed_sweep.py', *args, '--metric', 'accuracy/top1', cwd=run['cwd'])
     assert other.returncode == 2 and '4 of 4 runs failed' in other.stderr and 'Traceback' not in other.stderr
     assert "kernel seed 0: " in other.stderr and "logged no 'accuracy/top1'" in other.stderr
-    assert {p: p.stat().st_size for p in logs} == logs
+
+    longer = run_tool('seed_sweep.py', *args, 'train_cfg.max_epochs=2', cwd=run['cwd'])
+    assert longer.returncode == 2 and 'holds runs of other arguments' in longer.stderr
+    assert 'pytorch/seed1: ' in longer.stderr and 'Traceback' not in longer.stderr
+    assert {p: p.stat().st_size for p in logs} == logs  # neither trained anything

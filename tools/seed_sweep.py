@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from mmvanilla.runner import clear_errors
-from mmvanilla.sweep import KERNEL_ON_OFF, format_sweep_markdown, plan_sweep, run_sweep, summarize_sweep
+from mmvanilla.sweep import format_sweep_markdown, plan_sweep, run_sweep, summarize_sweep, variants_from_args
 
 
 def main():
@@ -29,19 +29,11 @@ def main():
     parser.add_argument('--work-dir', default='work_dirs/seed_sweep')
     parser.add_argument('--cfg-options', nargs='+', default=[], help='options for every run')
     args = parser.parse_args()
-    variants = {v[0]: v[1:] for v in args.variant} if args.variant else KERNEL_ON_OFF
     with clear_errors():
-        runs = plan_sweep(args.config, args.seeds, variants, args.work_dir, args.cfg_options)
+        runs = plan_sweep(args.config, args.seeds, variants_from_args(args.variant), args.work_dir, args.cfg_options)
         summary = summarize_sweep(run_sweep(runs, args.metric, args.jobs))
-    print(format_sweep_markdown(summary))
     Path(args.work_dir, 'summary.json').write_text(json.dumps(summary, indent=2))
-    if args.within is not None:
-        for row in summary['rows'][1:]:
-            bound = row['gap_bound']
-            verdict = ('needs two seeds or more' if bound is None else
-                       f'{"shown" if bound <= args.within else "not shown"}: the 95% interval allows gaps up to '
-                       f'{bound:.4f}')
-            print(f'{row["variant"]} vs {summary["rows"][0]["variant"]} within {args.within}: {verdict}')
+    print(format_sweep_markdown(summary, args.within))
 
 
 if __name__ == '__main__':

@@ -106,7 +106,7 @@ class DeepTrainingConv(nn.Module):
     single convolution ``conv``, the deploy form.
 
     At lambda = 1 (a fine-tuned or fully annealed net, e.g. every detection recipe) the forward skips the leaky ReLU,
-    the identity then, and saves its passes over the activation (two forward, three backward). Whether lambda is 1
+    the identity then, and saves its passes over the activation (two forward, four backward). Whether lambda is 1
     is kept on the host beside the buffer, so that forward never copies the buffer from the GPU: set lambda with
     ``set_act_lambda()`` or ``load_state_dict()`` (as :class:`~mmvanilla.engine.DeepTrainingHook` and the tools
     do), not by writing the buffer.
@@ -145,7 +145,8 @@ class DeepTrainingConv(nn.Module):
         self.conv1 = ConvBN(in_channels, hidden_channels, kernel_size, stride, padding, norm_cfg)
         self.conv2 = ConvBN(hidden_channels, out_channels, 1, norm_cfg=out_norm_cfg)
         # Shape (1,) so F.prelu takes it as a shared slope: no host sync, exact leaky_relu, traceable.
-        self.register_buffer('act_lambda', torch.full((1,), check_act_lambda(act_lambda)))
+        act_lambda = check_act_lambda(act_lambda)
+        self.register_buffer('act_lambda', torch.full((1,), act_lambda))
         self._act_is_identity = act_lambda == 1.0
 
     @property
