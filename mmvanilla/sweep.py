@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy.stats import t as student_t  # scipy comes with mmdet
+
 __all__ = ['SweepRun', 'format_sweep_markdown', 'last_logged_value', 'plan_sweep', 'run_sweep', 'summarize_sweep',
            'variants_from_args']
 
@@ -31,12 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: The variants of the question this module was made for: the series activation's kernel on and off.
 KERNEL_ON_OFF = {'kernel': ['model.backbone.fast_dwconv=True'], 'pytorch': ['model.backbone.fast_dwconv=False']}
-
-# Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 seeds). Between and beyond the entries the
-# next smaller one is taken: a slightly wider interval, never a narrower one.
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
 
 @dataclass(frozen=True)
 class SweepRun:
@@ -158,10 +154,6 @@ def run_sweep(runs: list[SweepRun], metric: str, jobs: int = 1) -> list[dict]:
     return results
 
 
-def _t95(dof: int) -> float:
-    return _T95[max(d for d in _T95 if d <= dof)]
-
-
 def summarize_sweep(results: list[dict]) -> dict:
     """Per variant the values by seed, their mean and sample standard deviation; and, against the first variant,
     the paired gap (``variant - first``, seed by seed): its mean and the half-width of its 95% confidence interval
@@ -177,10 +169,11 @@ def summarize_sweep(results: list[dict]) -> dict:
         if v != variants[0]:
             gaps = [by_variant[v][s] - by_variant[variants[0]][s] for s in seeds]
             row['gap_mean'] = statistics.fmean(gaps)
-            row['gap_ci95'] = (_t95(len(gaps) - 1) * statistics.stdev(gaps) / math.sqrt(len(gaps))
-                               if len(gaps) > 1 else None)
-            # The largest gap the interval allows: "within 0.02" is shown when this is at most 0.02.
-            row['gap_bound'] = abs(row['gap_mean']) + row['gap_ci95'] if row['gap_ci95'] is not None else None
+            row['gap_ci95'] = row['gap_bound'] = None
+            if len(gaps) > 1:  # two-sided 95% Student's t interval of the mean gap
+                half = float(student_t.ppf(0.975, len(gaps) - 1)) * statistics.stdev(gaps) / math.sqrt(len(gaps))
+                # The largest gap the interval allows: "within 0.02" is shown when this is at most 0.02.
+                row['gap_ci95'], row['gap_bound'] = half, abs(row['gap_mean']) + half
         rows.append(row)
     return dict(metric=results[0]['metric'], seeds=seeds, rows=rows)
 
