@@ -57,24 +57,26 @@ def check_act_lambda(value: float) -> float:
 
 
 class _LeakyReLUKeepingOutput(torch.autograd.Function):
-    """``F.prelu(x, slope)`` with one shared slope in [0, 1] that keeps its output for backward, not its input.
+    """``F.leaky_relu(x, slope)`` for a slope in [0, 1] that keeps its output for backward, not its input.
 
     The output is kept anyway (the next convolution's input), so the input, the BatchNorm's output, need not be: one
     activation fewer per deep-training layer. Exact: for a slope in [0, 1], ``y > 0`` exactly where ``x > 0``, which
-    is all the gradient ``where(x > 0, g, slope * g)`` asks of ``x``; PyTorch's own PReLU backward then computes it.
+    is all the gradient ``where(x > 0, g, slope * g)`` asks of ``x``; PyTorch's own leaky ReLU backward computes it
+    from ``y`` (as for its in-place form). The slope is a host float: a tensor slope (``F.prelu``) would also make
+    PyTorch's backward write an elementwise slope gradient, a pass over the activation that nothing reads.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, slope: Tensor) -> Tensor:
-        y = F.prelu(x, slope)
-        ctx.save_for_backward(y, slope)
+    def forward(ctx, x: Tensor, slope: float) -> Tensor:
+        y = F.leaky_relu(x, slope)
+        ctx.save_for_backward(y)
+        ctx.slope = slope
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        y, slope = ctx.saved_tensors
-        # y's dtype: under autocast F.prelu ran with the slope cast to it, as PReLU's own backward would use it.
-        return torch.ops.aten._prelu_kernel_backward(grad, y, slope.to(y.dtype))[0], None
+        y, = ctx.saved_tensors
+        return torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True), None
 
 
 class ConvBN(nn.Module):
@@ -105,11 +107,13 @@ class DeepTrainingConv(nn.Module):
     (ReLU) to 1 (identity) during training; at 1 the layer is linear and ``switch_to_deploy()`` merges it into the
     single convolution ``conv``, the deploy form.
 
-    At lambda = 1 (a fine-tuned or fully annealed net, e.g. every detection recipe) the forward skips the leaky ReLU,
-    the identity then, and saves its passes over the activation (two forward, four backward). Whether lambda is 1
-    is kept on the host beside the buffer, so that forward never copies the buffer from the GPU: set lambda with
-    ``set_act_lambda()`` or ``load_state_dict()`` (as :class:`~mmvanilla.engine.DeepTrainingHook` and the tools
-    do), not by writing the buffer.
+    Lambda is also kept on the host beside the buffer, so that forward never copies the buffer from the GPU: set it
+    with ``set_act_lambda()`` or ``load_state_dict()`` (as :class:`~mmvanilla.engine.DeepTrainingHook` and the tools
+    do), not by writing the buffer. Below 1 the leaky ReLU takes that host value as its slope, so that its backward
+    computes the input's gradient only (``F.prelu`` with the buffer would also write an elementwise slope gradient);
+    traced, scripted and exported graphs take the buffer (``F.prelu``). At lambda = 1 (a fine-tuned or fully annealed
+    net, e.g. every detection recipe) the forward skips the leaky ReLU, the identity then, and saves its passes over
+    the activation (two forward, three backward).
 
     Args:
         in_channels (int): Input channels.
@@ -144,10 +148,9 @@ class DeepTrainingConv(nn.Module):
         self.conv = None
         self.conv1 = ConvBN(in_channels, hidden_channels, kernel_size, stride, padding, norm_cfg)
         self.conv2 = ConvBN(hidden_channels, out_channels, 1, norm_cfg=out_norm_cfg)
-        # Shape (1,) so F.prelu takes it as a shared slope: no host sync, exact leaky_relu, traceable.
-        act_lambda = check_act_lambda(act_lambda)
-        self.register_buffer('act_lambda', torch.full((1,), act_lambda))
-        self._act_is_identity = act_lambda == 1.0
+        # Shape (1,) so F.prelu takes it as a shared slope in traced and exported graphs.
+        self.register_buffer('act_lambda', torch.full((1,), check_act_lambda(act_lambda)))
+        self._act_lambda_host = self._as_stored(act_lambda)
 
     @property
     def deployed(self) -> bool:
@@ -157,17 +160,21 @@ class DeepTrainingConv(nn.Module):
         if self.deployed:
             return self.conv(x)
         x = self.conv1(x)
-        if not self._act_is_identity:
-            if x.requires_grad and not torch.jit.is_scripting():
-                x = self._leaky_relu_keeping_output(x)
-            else:
+        if self._act_lambda_host != 1.0:
+            if torch.jit.is_scripting():
                 x = F.prelu(x, self.act_lambda)
+            else:
+                x = self._leaky_relu(x)
         return self.conv2(x)
 
     @torch.jit.unused
-    def _leaky_relu_keeping_output(self, x):
+    def _leaky_relu(self, x):
         # type: (Tensor) -> Tensor
-        return _LeakyReLUKeepingOutput.apply(x, self.act_lambda)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+            return F.prelu(x, self.act_lambda)  # the slope stays the buffer in a traced or exported graph
+        if x.requires_grad:
+            return _LeakyReLUKeepingOutput.apply(x, self._act_lambda_host)
+        return F.leaky_relu(x, self._act_lambda_host)
 
     def get_act_lambda(self) -> float:
         return 1.0 if self.deployed else float(self.act_lambda)
@@ -179,7 +186,11 @@ class DeepTrainingConv(nn.Module):
                 raise RuntimeError(f'this layer is in deploy form (lambda fixed at 1); cannot set lambda={value}')
             return
         self.act_lambda.fill_(value)
-        self._act_is_identity = value == 1.0
+        self._act_lambda_host = self._as_stored(value)
+
+    def _as_stored(self, value: float) -> float:
+        """``value`` rounded as the buffer stores it (no copy from the buffer's device)."""
+        return torch.tensor(value, dtype=self.act_lambda.dtype, device='cpu').item()
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
@@ -195,7 +206,7 @@ class DeepTrainingConv(nn.Module):
                          device=weight.device, dtype=weight.dtype)
         conv.weight = nn.Parameter(weight.detach().clone())
         conv.bias = nn.Parameter(bias.detach().clone())
-        del self.conv1, self.conv2, self.act_lambda, self._act_is_identity
+        del self.conv1, self.conv2, self.act_lambda, self._act_lambda_host
         self.conv = conv
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
@@ -216,8 +227,8 @@ class DeepTrainingConv(nn.Module):
                              '1: identity); it is damaged or not a VanillaNet checkpoint')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        if not self.deployed and not self.act_lambda.is_meta:  # the one place forward's host copy reads the buffer
-            self._act_is_identity = bool(self.act_lambda.item() == 1.0)
+        if not self.deployed and not self.act_lambda.is_meta:  # the one place the host copy reads the buffer
+            self._act_lambda_host = self.act_lambda.item()
 
 
 class SeriesActivation(nn.Module):

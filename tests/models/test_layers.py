@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmvanilla.models import DeepTrainingConv, SeriesActivation
 from mmvanilla.models.layers import _LeakyReLUKeepingOutput
@@ -50,7 +51,7 @@ def test_deep_training_conv_gradients_are_those_of_leaky_relu(lam):
 def test_leaky_relu_gradient_is_exact_at_zero_and_below(lam):
     x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
     x_ref = x.detach().clone().requires_grad_()
-    _LeakyReLUKeepingOutput.apply(x, torch.full((1,), lam)).backward(torch.full((5,), 2.0))
+    _LeakyReLUKeepingOutput.apply(x, lam).backward(torch.full((5,), 2.0))
     F.leaky_relu(x_ref, lam).backward(torch.full((5,), 2.0))
     assert torch.equal(x.grad, x_ref.grad)
 
@@ -90,9 +91,39 @@ def test_deep_training_conv_skips_the_leaky_relu_exactly_when_lambda_is_one(lam)
     layer = DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=lam)
     x = torch.randn(2, 4, 5, 5, requires_grad=True)
     assert ('_LeakyReLUKeepingOutputBackward' in autograd_node_names(layer.train()(x))) == (lam < 1)
-    with mock.patch.object(F, 'prelu', wraps=F.prelu) as prelu, torch.no_grad():
+    with mock.patch.object(F, 'leaky_relu', wraps=F.leaky_relu) as leaky_relu, torch.no_grad():
         layer.eval()(x)
-    assert prelu.called == (lam < 1)
+    assert leaky_relu.called == (lam < 1)
+
+
+class _OpsRun(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def test_deep_training_conv_backward_computes_no_slope_gradient():
+    # lambda is a buffer, not a parameter: PReLU's backward would also write an elementwise gradient of the slope,
+    # a pass over the activation that nothing reads; the leaky ReLU's backward computes the input's gradient only.
+    layer = DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=0.5).train()
+    out = layer(torch.randn(2, 4, 5, 5, requires_grad=True))
+    with _OpsRun() as ops:
+        out.sum().backward()
+    assert 'aten.leaky_relu_backward' in ops.names
+    assert not any('prelu' in name for name in ops.names)
+
+
+def test_a_traced_deep_training_conv_takes_lambda_from_its_buffer():
+    # A traced (or exported) graph keeps the slope as the buffer, so a state dict loaded into it still sets lambda.
+    layer = randomize_bns(DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=0.3)).eval()
+    x = torch.randn(2, 4, 5, 5)
+    traced = torch.jit.trace(layer, x)
+    traced.load_state_dict({**layer.state_dict(), 'act_lambda': torch.full((1,), 0.6)})
+    torch.testing.assert_close(traced(x), layer.conv2(F.leaky_relu(layer.conv1(x), 0.6)))
 
 
 @pytest.mark.parametrize('load', [torch.nn.Module.load_state_dict, mmengine_load_state_dict],
