@@ -147,6 +147,22 @@ def test_a_compiled_deep_training_conv_follows_lambda_in_and_out_of_one():
         torch.testing.assert_close(compiled(x), layer.conv2(F.leaky_relu(layer.conv1(x), lam)))
 
 
+def test_a_compiled_deep_training_conv_does_not_recompile_as_lambda_anneals():
+    compiles = []
+
+    def backend(graph, example_inputs):
+        compiles.append(graph)
+        return graph.forward
+    layer = DeepTrainingConv(4, 6, hidden_channels=5, act_lambda=0.0).train()
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    for lam in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
+        layer.set_act_lambda(lam)
+        compiled(x).sum().backward()
+    assert len(compiles) <= 2, 'dynamo makes the slope an input after its first change'
+    torch._dynamo.reset()
+
+
 def test_a_checkpoint_with_lambda_outside_zero_one_is_refused_even_by_a_non_strict_load():
     layer = DeepTrainingConv(4, 4, hidden_channels=4)
     state = {**layer.state_dict(), 'act_lambda': torch.tensor([-0.5])}
