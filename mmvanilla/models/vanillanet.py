@@ -87,8 +87,8 @@ class VanillaBlock(nn.Module):
     """One VanillaNet layer: deep-training conv, max-pool if the block downsamples, series activation.
 
     With ``fast_dwconv``, a strided max-pool in training runs as :func:`mmvanilla.ops.max_pool2d` where
-    :func:`mmvanilla.ops.fast_max_pool_applies` says so (CUDA, NCHW): same values and gradients, but it keeps an
-    int8 window position per output for backward instead of its input and int64 indices.
+    :func:`mmvanilla.ops.fast_max_pool_applies` says so (CUDA, NCHW or channels_last): same values and gradients,
+    but it keeps an int8 window position per output for backward instead of its input and int64 indices.
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, act_num: int,

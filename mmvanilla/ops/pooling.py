@@ -18,29 +18,44 @@ __all__ = ['fast_max_pool_applies', 'max_pool2d']
 # Window positions must fit in an int8.
 MAX_WINDOW = 11
 _BLOCK = 1024
+# The layouts pooled in place: the output and the input gradient keep the input's (channels_last: the ImageNet
+# configs'), as PyTorch's pool does.
+_LAYOUTS = (torch.contiguous_format, torch.channels_last)
 
 
 def fast_max_pool_applies(x: Tensor, window: int) -> bool:
     """Whether :func:`max_pool2d` should replace ``F.max_pool2d(x, window)`` for this input: in training (``x``
     needs a gradient; otherwise nothing is kept and PyTorch's pool is as good) where
-    :func:`~mmvanilla.ops.availability.kernels_apply` says so, for windows of 2 to 11."""
-    return x.requires_grad and 2 <= window <= MAX_WINDOW and kernels_apply(x)
+    :func:`~mmvanilla.ops.availability.kernels_apply` says so, in NCHW or channels_last, for windows of 2 to 11."""
+    return x.requires_grad and 2 <= window <= MAX_WINDOW and kernels_apply(x, _LAYOUTS)
 
 
 if triton is not None:
 
     @triton.jit
-    def _outputs(OH, OW, BLOCK: tl.constexpr):
-        """This program's plane ``n * C + c``, its ``BLOCK`` outputs (flat index, in the plane, row, column)."""
-        out = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        return tl.program_id(0), out, out < OH * OW, out // OW, out % OW
+    def _outputs(C, OH, OW, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+        """This program's ``BLOCK`` outputs, consecutive in the pooled tensor's memory: their offset there, whether
+        they exist, and their image, channel, row and column.
+
+        NCHW: program ``(n * C + c, j)`` takes the ``j``-th block of that plane's outputs. channels_last: program
+        ``(n * OH * OW + oh * OW + ow, j)`` takes the ``j``-th block of that position's channels, so loads and
+        stores run along the channels, contiguous in memory.
+        """
+        if CHANNELS_LAST:
+            p = tl.program_id(0)
+            c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+            return p.to(tl.int64) * C + c, c < C, p // (OH * OW), c, p // OW % OH, p % OW
+        else:
+            plane = tl.program_id(0)
+            out = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+            return plane.to(tl.int64) * OH * OW + out, out < OH * OW, plane // C, plane % C, out // OW, out % OW
 
     @triton.jit
-    def _max_pool_kernel(x_ptr, y_ptr, pos_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, S: tl.constexpr,
-                         BLOCK: tl.constexpr):
-        """``y`` and the window position ``pos`` of the maxima of ``BLOCK`` outputs of one plane ``(n, c)``."""
-        plane, out, ok, oh, ow = _outputs(OH, OW, BLOCK)
-        base = x_ptr + (plane // C).to(tl.int64) * sxn + (plane % C).to(tl.int64) * sxc
+    def _max_pool_kernel(x_ptr, y_ptr, pos_ptr, C, OH, OW, sxn, sxc, sxh, sxw, S: tl.constexpr,
+                         CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+        """``y`` and the window position ``pos`` of the maxima of ``BLOCK`` outputs."""
+        out, ok, n, c, oh, ow = _outputs(C, OH, OW, CHANNELS_LAST, BLOCK)
+        base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
         best = tl.full((BLOCK,), float('-inf'), tl.float32)
         pos = tl.zeros((BLOCK,), tl.int32)
         for k in tl.static_range(S * S):
@@ -49,50 +64,69 @@ if triton is not None:
             take = (v > best) | (v != v)  # as PyTorch: a later value only if larger, and NaN always
             best = tl.where(take, v, best)
             pos = tl.where(take, k, pos)
-        offsets = plane.to(tl.int64) * OH * OW + out
-        tl.store(y_ptr + offsets, best.to(y_ptr.dtype.element_ty), mask=ok)
-        tl.store(pos_ptr + offsets, pos.to(tl.int8), mask=ok)
+        tl.store(y_ptr + out, best.to(y_ptr.dtype.element_ty), mask=ok)
+        tl.store(pos_ptr + out, pos.to(tl.int8), mask=ok)
 
     @triton.jit
-    def _max_unpool_kernel(g_ptr, pos_ptr, gx_ptr, C, H, W, OH, OW, sgn, sgc, sgh, sgw, S: tl.constexpr,
-                           BLOCK: tl.constexpr):
+    def _max_unpool_kernel(g_ptr, pos_ptr, gx_ptr, C, OH, OW, sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
+                           S: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
         """The input gradient of ``BLOCK`` windows: each output's gradient at its maximum, zero elsewhere."""
-        plane, out, ok, oh, ow = _outputs(OH, OW, BLOCK)
-        g = tl.load(g_ptr + (plane // C).to(tl.int64) * sgn + (plane % C).to(tl.int64) * sgc + oh * sgh + ow * sgw,
-                    mask=ok, other=0.0)
-        pos = tl.load(pos_ptr + plane.to(tl.int64) * OH * OW + out, mask=ok, other=0).to(tl.int32)
-        base = gx_ptr + plane.to(tl.int64) * H * W
+        out, ok, n, c, oh, ow = _outputs(C, OH, OW, CHANNELS_LAST, BLOCK)
+        g = tl.load(g_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc + oh * sgh + ow * sgw, mask=ok, other=0.0)
+        pos = tl.load(pos_ptr + out, mask=ok, other=0).to(tl.int32)
+        base = gx_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
         for k in tl.static_range(S * S):
-            tl.store(base + (oh * S + k // S) * W + ow * S + k % S, tl.where(pos == k, g, 0.0).to(g.dtype), mask=ok)
+            tl.store(base + (oh * S + k // S) * sxh + (ow * S + k % S) * sxw, tl.where(pos == k, g, 0.0).to(g.dtype),
+                     mask=ok)
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is laid out channels_last (and not also NCHW, as when ``C`` or ``H * W`` is 1)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if _channels_last(x) else torch.contiguous_format
 
 
 def _pool_outputs(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """Empty tensors for the pooled ``x`` and each maximum's int8 window position."""
+    """Empty tensors for the pooled ``x`` and each maximum's int8 window position, in ``x``'s layout (channels_last
+    or NCHW)."""
     N, C, H, W = x.shape
     shape = (N, C, H // window, W // window)
-    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int8)
+    layout = _layout(x)
+    return (torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout),
+            torch.empty(shape, dtype=torch.int8, device=x.device, memory_format=layout))
+
+
+def _grid(pos: Tensor) -> tuple[tuple[int, int], dict]:
+    """The programs over outputs of ``pos``'s shape and layout (see ``_outputs``), and the kernels' layout flags."""
+    N, C, OH, OW = pos.shape
+    if _channels_last(pos):
+        block = min(_BLOCK, triton.next_power_of_2(C))
+        return (N * OH * OW, triton.cdiv(C, block)), dict(CHANNELS_LAST=True, BLOCK=block)
+    return (N * C, triton.cdiv(OH * OW, _BLOCK)), dict(CHANNELS_LAST=False, BLOCK=_BLOCK)
 
 
 def _pool(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     """The pooled ``x`` and each maximum's int8 window position."""
-    N, C, H, W = x.shape
     y, pos = _pool_outputs(x, window)
-    OH, OW = y.shape[-2:]
     if y.numel():
-        grid = (N * C, triton.cdiv(OH * OW, _BLOCK))
-        _max_pool_kernel[grid](x, y, pos, C, H, W, OH, OW, *x.stride(), S=window, BLOCK=_BLOCK)
+        grid, flags = _grid(pos)
+        _max_pool_kernel[grid](x, y, pos, *y.shape[1:], *x.stride(), S=window, **flags)
     return y, pos
 
 
 def _unpool(grad: Tensor, pos: Tensor, window: int, H: int, W: int) -> Tensor:
-    """The input gradient, ``(N, C, H, W)``: each output's gradient at its maximum's position, zero elsewhere."""
+    """The input gradient, ``(N, C, H, W)`` in the positions' layout: each output's gradient at its maximum's
+    position, zero elsewhere."""
     N, C, OH, OW = pos.shape
-    # The kernel writes every covered element; rows and columns past the last whole window stay zero.
-    covered = H == OH * window and W == OW * window
-    grad_x = (grad.new_empty if covered else grad.new_zeros)(N, C, H, W)
+    grad_x = torch.empty(N, C, H, W, dtype=grad.dtype, device=grad.device, memory_format=_layout(pos))
+    if H != OH * window or W != OW * window:  # rows and columns past the last whole window: the kernel skips them
+        grad_x.zero_()
     if grad.numel():
-        grid = (N * C, triton.cdiv(OH * OW, _BLOCK))
-        _max_unpool_kernel[grid](grad, pos, grad_x, C, H, W, OH, OW, *grad.stride(), S=window, BLOCK=_BLOCK)
+        grid, flags = _grid(pos)
+        _max_unpool_kernel[grid](grad, pos, grad_x, C, OH, OW, *grad.stride(), *grad_x.stride(), S=window, **flags)
     return grad_x
 
 
@@ -128,7 +162,8 @@ _pool_op.register_fake(_pool_outputs)
 
 @_unpool_op.register_fake
 def _(grad, pos, window, height, width):
-    return grad.new_empty(*pos.shape[:2], height, width)
+    return torch.empty(*pos.shape[:2], height, width, dtype=grad.dtype, device=grad.device,
+                       memory_format=_layout(pos))
 
 
 def _save_for_op_backward(ctx, inputs, output):
@@ -153,11 +188,12 @@ def max_pool2d(x: Tensor, window: int) -> Tensor:
     Triton's interpreter (``TRITON_INTERPRET=1`` set before Triton is imported), which the tests use.
 
     Args:
-        x (Tensor): Input ``(N, C, H, W)`` in fp32, fp16 or bf16, any memory layout (NCHW is the fast one).
+        x (Tensor): Input ``(N, C, H, W)`` in fp32, fp16 or bf16, any memory layout (NCHW and channels_last are the
+            fast ones).
         window (int): Window side and stride, 2 to 11.
 
     Returns:
-        Tensor: ``(N, C, H // window, W // window)``, NCHW-contiguous.
+        Tensor: ``(N, C, H // window, W // window)``, channels_last if ``x`` is, else NCHW-contiguous.
     """
     if triton is None or not runs_on(x.device):
         raise RuntimeError(f'mmvanilla.ops.max_pool2d runs on CUDA tensors (the CPU only under Triton\'s '

@@ -207,7 +207,8 @@ def test_with_cp_does_nothing_in_eval_or_without_gradients():
     torch.testing.assert_close(net(x)[0], VanillaNet.forward(net, x)[0])
 
 
-def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypatch):
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'channels_last'])
+def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypatch, layout):
     """The Triton max-pool (forced here; on a CPU through Triton's interpreter) against nn.MaxPool2d."""
     from mmvanilla import ops
     from mmvanilla.benchmark import kept_for_backward_mb
@@ -215,8 +216,8 @@ def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypa
         pytest.skip('needs Triton')
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     net = VanillaNet(dict(stem_channels=8, widths=[16, 16, 32], strides=[2, 1, 3]), act_num=1,
-                     out_indices=(0, 1, 2), act_lambda=0.3).to(device).train()
-    x = torch.randn(2, 3, 52, 52, device=device)
+                     out_indices=(0, 1, 2), act_lambda=0.3).to(device, memory_format=layout).train()
+    x = torch.randn(2, 3, 52, 52, device=device).contiguous(memory_format=layout)
 
     def step():
         net.zero_grad()
@@ -231,6 +232,7 @@ def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypa
     outs, grads = step()
     for a, b in zip(outs + tuple(grads), outs_plain + tuple(grads_plain)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # exact on a CPU; a GPU's convolutions may vary
+        assert a.stride() == b.stride(), 'the layout is kept'
     # per image, two pools no longer keep their fp32 inputs (16 x 13 x 13 and 32 x 6 x 6 values), and int8 window
     # positions replace int64 indices (16 x 6 x 6 and 32 x 2 x 2 outputs)
     saved_bytes = 2 * (16 * 13 * 13 * 4 + 16 * 6 * 6 * 7 + 32 * 6 * 6 * 4 + 32 * 2 * 2 * 7)
