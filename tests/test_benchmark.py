@@ -143,8 +143,8 @@ def test_the_training_benchmark_times_every_part_and_variant():
         assert all(row['ms'] > 0 and row['fast_dwconv'] is False for row in result[part])
         assert result[part][0]['kept_mb'] > 0 and 'kept_mb' not in result[part][1], 'not counted with with_cp'
     assert all(row['kept_mb'] > 0 for row in result['classifier'])
-    assert [(row['layout'], row['depthwise']) for row in result['classifier']] == [
-        ('NCHW', 'PyTorch native'), ('channels_last', 'PyTorch native')]
+    assert [(row['layout'], row['depthwise'], row['max_pool']) for row in result['classifier']] == [
+        ('NCHW', 'PyTorch native', 'PyTorch'), ('channels_last', 'PyTorch native', 'PyTorch')]
     text = format_training_markdown(result)
     for title in ('depthwise convolution, forward and backward', 'Backbone training step', 'Detector training step',
                   'Classification training step'):

@@ -221,11 +221,12 @@ def format_training_markdown(result: dict) -> str:
         refs = [r for r in rows if 'depthwise' not in r and 'ms' in r]
         best = min(refs, key=lambda r: r['ms']) if refs else None
         lines += [f'### Classification training step, {s["cls_batch"]} images of {s["cls_size"]} x '
-                  f'{s["cls_size"]}, SGD', '', '| Model | Layout | Depthwise conv | Step (ms) | Over the fastest '
-                  'reference | Peak memory (GB) | Kept for backward (GB) |', '|---|---|---|--:|--:|--:|--:|']
+                  f'{s["cls_size"]}, SGD', '', '| Model | Layout | Depthwise conv | Max-pool | Step (ms) | Over the '
+                  'fastest reference | Peak memory (GB) | Kept for backward (GB) |', '|---|---|---|---|--:|--:|--:|--:|']
         for row in rows:
-            lines.append(f'| {row["model"]} | {row["layout"]} | {row.get("depthwise", "-")} | {_ms(row)} | '
-                         f'{_ratio(row, best, "ms")} | {_mb(row)} | {_kept(row)} |')
+            lines.append(f'| {row["model"]} | {row["layout"]} | {row.get("depthwise", "-")} | '
+                         f'{row.get("max_pool", "-")} | {_ms(row)} | {_ratio(row, best, "ms")} | {_mb(row)} | '
+                         f'{_kept(row)} |')
         lines.append('')
     lines += [f'Training benchmark: {result["wall_s"]:.0f} s.', '']
     return '\n'.join(lines)

@@ -301,7 +301,8 @@ def detector_rows(settings: TrainingSettings, device: torch.device) -> list[dict
 
 
 def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[dict]:
-    """timm classifiers at the ImageNet recipe's batch: cross-entropy, backward, SGD; NCHW and channels_last."""
+    """timm classifiers at the ImageNet recipe's batch: cross-entropy, backward, SGD; NCHW and channels_last, and
+    on CUDA VanillaNet with the kernels on and off in each layout (in channels_last only the max-pool's applies)."""
     import timm
     import mmvanilla  # noqa: F401  (registers the vanillanet_* models with timm)
     rows = []
@@ -309,7 +310,7 @@ def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[di
         vanilla = name.startswith('vanillanet')
         variants = [(torch.contiguous_format, True), (torch.channels_last, True)]
         if vanilla and device.type == 'cuda':
-            variants.insert(1, (torch.contiguous_format, False))
+            variants = [(layout, kernel) for layout, _ in variants for kernel in (True, False)]
         for layout, kernel in variants:
             def build(layout=layout, kernel=kernel):
                 extra = dict(fast_dwconv=kernel) if vanilla else {}
@@ -322,10 +323,11 @@ def classifier_rows(settings: TrainingSettings, device: torch.device) -> list[di
                 return _TrainStep(model, lambda: F.cross_entropy(model(x), target), optimizer, device,
                                   settings.amp)
             labels = dict(model=name, layout='channels_last' if layout is torch.channels_last else 'NCHW')
-            if vanilla:  # the kernel takes NCHW on CUDA; in channels_last cuDNN runs the depthwise convolution
+            if vanilla:  # the depthwise kernel takes NCHW on CUDA, where channels_last goes to cuDNN; the pool both
                 cuda = device.type == 'cuda'
                 labels['depthwise'] = ('cuDNN' if cuda and layout is torch.channels_last
                                        else depthwise_label(kernel and cuda))
+                labels['max_pool'] = 'Triton' if kernel and cuda else 'PyTorch'
             rows.append(_measured(build, device, settings, **labels))
     return rows
 
