@@ -148,9 +148,9 @@ class DeepTrainingConv(nn.Module):
         self.conv = None
         self.conv1 = ConvBN(in_channels, hidden_channels, kernel_size, stride, padding, norm_cfg)
         self.conv2 = ConvBN(hidden_channels, out_channels, 1, norm_cfg=out_norm_cfg)
-        # Shape (1,) so F.prelu takes it as a shared slope in traced and exported graphs.
-        self.register_buffer('act_lambda', torch.full((1,), check_act_lambda(act_lambda)))
-        self._act_lambda_host = self._as_stored(act_lambda)
+        # The buffer (shape (1,): a shared F.prelu slope) in checkpoints and traced graphs; its host copy in forward.
+        self._act_lambda_host = check_act_lambda(act_lambda)
+        self.register_buffer('act_lambda', torch.full((1,), self._act_lambda_host))
 
     @property
     def deployed(self) -> bool:
@@ -186,11 +186,7 @@ class DeepTrainingConv(nn.Module):
                 raise RuntimeError(f'this layer is in deploy form (lambda fixed at 1); cannot set lambda={value}')
             return
         self.act_lambda.fill_(value)
-        self._act_lambda_host = self._as_stored(value)
-
-    def _as_stored(self, value: float) -> float:
-        """``value`` rounded as the buffer stores it (no copy from the buffer's device)."""
-        return torch.tensor(value, dtype=self.act_lambda.dtype, device='cpu').item()
+        self._act_lambda_host = value
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
