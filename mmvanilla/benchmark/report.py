@@ -222,7 +222,8 @@ def format_training_markdown(result: dict) -> str:
         best = min(refs, key=lambda r: r['ms']) if refs else None
         lines += [f'### Classification training step, {s["cls_batch"]} images of {s["cls_size"]} x '
                   f'{s["cls_size"]}, SGD', '', '| Model | Layout | Depthwise conv | Max-pool | Step (ms) | Over the '
-                  'fastest reference | Peak memory (GB) | Kept for backward (GB) |', '|---|---|---|---|--:|--:|--:|--:|']
+                  'fastest reference | Peak memory (GB) | Kept for backward (GB) |',
+                  '|---|---|---|---|--:|--:|--:|--:|']
         for row in rows:
             lines.append(f'| {row["model"]} | {row["layout"]} | {row.get("depthwise", "-")} | '
                          f'{row.get("max_pool", "-")} | {_ms(row)} | {_ratio(row, best, "ms")} | {_mb(row)} | '

@@ -41,12 +41,13 @@ def kernels_apply(x: Tensor, layouts: tuple[torch.memory_format, ...] = (torch.c
     """What every kernel asks of a model's tensor before it replaces PyTorch's operator.
 
     A CUDA tensor in fp32, fp16 or bf16, contiguous in one of ``layouts`` (by default NCHW), not under Triton's
-    interpreter (which runs on CPU tensors only), unless ``MMVANILLA_FAST_DWCONV=0`` turns the kernels off or the call is being traced or exported
-    (TorchScript, ONNX export, ``torch.export`` in its default non-strict mode), whose graphs must hold PyTorch's
-    operators only. ``torch.compile`` keeps the kernels, as the operators ``torch.ops.mmvanilla.*``; inductor fuses
-    what lies between them.
+    interpreter (which runs on CPU tensors only), unless ``MMVANILLA_FAST_DWCONV=0`` turns the kernels off or the
+    call is being traced or exported (TorchScript, ONNX export, ``torch.export`` in its default non-strict mode),
+    whose graphs must hold PyTorch's operators only. ``torch.compile`` keeps the kernels, as the operators
+    ``torch.ops.mmvanilla.*``; inductor fuses what lies between them.
     """
-    return (x.is_cuda and runs_on(x.device) and x.dim() == 4 and any(x.is_contiguous(memory_format=f) for f in layouts)
+    return (x.is_cuda and runs_on(x.device) and x.dim() == 4
+            and any(x.is_contiguous(memory_format=layout) for layout in layouts)
             and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and os.environ.get(ENV_SWITCH, '1') != '0'
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and not torch.compiler.is_exporting())
