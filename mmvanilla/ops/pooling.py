@@ -44,11 +44,14 @@ if triton is not None:
         if CHANNELS_LAST:
             p = tl.program_id(0)
             c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-            return p.to(tl.int64) * C + c, c < C, p // (OH * OW), c, p // OW % OH, p % OW
+            n, oh, ow = p // (OH * OW), p // OW % OH, p % OW
+            offset, ok = p.to(tl.int64) * C + c, c < C
         else:
             plane = tl.program_id(0)
             out = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-            return plane.to(tl.int64) * OH * OW + out, out < OH * OW, plane // C, plane % C, out // OW, out % OW
+            n, c, oh, ow = plane // C, plane % C, out // OW, out % OW
+            offset, ok = plane.to(tl.int64) * OH * OW + out, out < OH * OW
+        return offset, ok, n, c, oh, ow
 
     @triton.jit
     def _max_pool_kernel(x_ptr, y_ptr, pos_ptr, C, OH, OW, sxn, sxc, sxh, sxw, S: tl.constexpr,
