@@ -2,7 +2,7 @@
 
 Triton's compiler needs no GPU: its front end, LLVM and the ``ptxas`` it ships turn a kernel into a cubin for a named
 target. Triton's interpreter, which runs the kernels in the tests without a GPU, accepts code that the compiler
-refuses (shapes ``tl.dot`` cannot take, mixed types across branches, ...): compiling catches that in CI.
+refuses (a loop variable whose type changes, shapes ``tl.dot`` cannot take, ...): compiling catches that in CI.
 
 The launchers (``_conv``, ``_weight_grad``, ``_pool``, ``_unpool``) run on meta tensors of VanillaNet's shapes with
 the kernels' launch replaced by a recorder, so that the tile settings and flags compiled are the ones the launchers
@@ -71,10 +71,9 @@ def compile_launch(kernel, args: tuple, kwargs: dict, arch: int) -> dict:
     signature.update({name: _type(value) for name, value in zip(runtime, args)})
     source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
     compiled = triton.compile(source, target=GPUTarget('cuda', arch, 32), options=options)
-    flags = {key: value for key, value in sorted(constexprs.items())}
-    return dict(kernel=kernel.__name__, arch=arch, types=sorted({signature[n] for n in runtime if '*' in signature[n]}),
-                constexprs=flags, options=options, shared_bytes=compiled.metadata.shared,
-                cubin_bytes=len(compiled.asm['cubin']))
+    pointers = sorted({signature[name] for name in runtime if signature[name].startswith('*')})
+    return dict(kernel=kernel.__name__, arch=arch, types=pointers, constexprs=dict(sorted(constexprs.items())),
+                options=options, shared_bytes=compiled.metadata.shared, cubin_bytes=len(compiled.asm['cubin']))
 
 
 def main() -> int:
