@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The variants of the question this module was made for: the series activation's kernel on and off.
 KERNEL_ON_OFF = {'kernel': ['model.backbone.fast_dwconv=True'], 'pytorch': ['model.backbone.fast_dwconv=False']}
 
+
 @dataclass(frozen=True)
 class SweepRun:
     variant: str

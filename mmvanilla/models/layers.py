@@ -177,7 +177,7 @@ class DeepTrainingConv(nn.Module):
         return F.leaky_relu(x, self._act_lambda_host)
 
     def get_act_lambda(self) -> float:
-        return 1.0 if self.deployed else float(self.act_lambda)
+        return 1.0 if self.deployed else self._act_lambda_host
 
     def set_act_lambda(self, value: float) -> None:
         value = check_act_lambda(value)
