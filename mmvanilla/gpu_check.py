@@ -164,8 +164,9 @@ def _start_mmcv_build(state: Path, wheels: Path) -> Callable[[float, Path], int]
         if not sources:
             raise FileNotFoundError(f'no {MMCV} sources in {wheels}: run `python tools/gpu_check.py prepare` where a '
                                     'package registry is, and carry .device/wheels')
-        build = state / 'mmcv'
+        build, rc_file = state / 'mmcv', state / 'mmcv.rc'
         shutil.rmtree(build, ignore_errors=True)
+        rc_file.unlink(missing_ok=True)  # an earlier build's exit code must not answer for this one
         with tarfile.open(sources[-1]) as tar:
             tar.extractall(build, filter='data')
         src = next(build.glob(f'{MMCV}-*'))
@@ -175,7 +176,7 @@ def _start_mmcv_build(state: Path, wheels: Path) -> Callable[[float, Path], int]
         setup.write_text(setup.read_text().replace('c++17', 'c++20'))
         jobs = max(1, (os.cpu_count() or 4) - 4)  # cores left for the steps that run meanwhile
         command = (f'{sys.executable} -m pip wheel --no-deps --no-build-isolation -w {build / "dist"} . '
-                   f'>> {log} 2>&1; echo $? > {state / "mmcv.rc"}')
+                   f'>> {log} 2>&1; echo $? > {rc_file}')
         env = dict(os.environ, MMCV_WITH_OPS='1', FORCE_CUDA='1', MAX_JOBS=str(jobs),
                    TORCH_CUDA_ARCH_LIST=os.environ.get('TORCH_CUDA_ARCH_LIST', '9.0'))
         subprocess.Popen(['bash', '-c', command], cwd=src, env=env, start_new_session=True,

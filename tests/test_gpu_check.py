@@ -130,6 +130,8 @@ def test_mmcv_builds_in_the_background_in_cpp20_then_installs_and_runs_its_ops(t
                              "assert flag.endswith('20'), flag\n"
                              "setup(name='mmcv', version='2.1.0', py_modules=[])\n")
     state = tmp_path / 'state'
+    state.mkdir()
+    (state / 'mmcv.rc').write_text('1\n')  # a failed earlier build in the same state: not this build's result
     by_name = {s.name: s for s in plan(state, wheels=wheels)}
     steps = [by_name['mmcv-build'], by_name['mmcv']]
     steps[0].needs = []
