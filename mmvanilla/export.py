@@ -5,15 +5,11 @@ What exports (through torch's ``torch.export``-based exporter, opset >= 18, with
 - a classifier (:class:`~mmvanilla.models.VanillaNetClassifier`, or the ``network`` of a classification model): the
   logits;
 - a backbone (``model.backbone``, or a classifier network's backbone): its tuple of multi-scale features;
-- a single-stage detector (RetinaNet, ...): the network up to the raw head outputs, ``model._forward(inputs)`` in
-  mmdet's tensor mode, e.g. RetinaNet's per-level ``cls_score`` and ``bbox_pred`` maps. Anchor generation, box
-  decoding, score thresholding and NMS are **not** in the graph: run them outside (mmdet's
-  ``bbox_head.predict_by_feat``) or use mmdeploy.
-
-What does not: a two-stage detector (Mask R-CNN, Faster R-CNN). Its tensor-mode forward runs the RPN's proposal step
-inside the network: mmdet 3.3's box decoder, under ONNX export, imports ``mmdet.core.export``, a module removed in
-mmdet 3.x, and the step goes on to mmcv's NMS, which keeps a data-dependent number of boxes, before RoIAlign. mmdet
-3.x leaves that deployment to mmdeploy. Its backbone exports.
+- a detector end to end (:func:`export_detector`): RetinaNet-like single-stage and Faster/Mask R-CNN-like two-stage
+  mmdet detectors with their post-processing (anchors, box decoding, NMS, RoIAlign, masks) in the graph, as
+  :mod:`mmvanilla.export_detectors` builds them; batch, height and width dynamic;
+- a single-stage detector up to its raw head outputs (``model._forward(inputs)`` in mmdet's tensor mode, e.g.
+  RetinaNet's per-level ``cls_score`` and ``bbox_pred`` maps), for post-processing of one's own.
 
 In every case the graph's input is the tensor after the model's ``data_preprocessor`` (mean/std normalization,
 BGR to RGB, padding): the preprocessing is not in the graph.
@@ -26,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
 import os.path as osp
 import warnings
@@ -45,9 +42,12 @@ from .outputs import atomic_output, check_output
 
 #: Lowest opset the ``torch.export``-based exporter writes; below it torch silently keeps 18.
 MIN_OPSET = 18
-PARTS = ('auto', 'classifier', 'backbone', 'detector')
+PARTS = ('auto', 'classifier', 'backbone', 'detector', 'head')
 RAW_OUTPUTS_NOTE = ('raw head outputs only: anchors, box decoding, score threshold and NMS are not in the graph '
-                    '(run bbox_head.predict_by_feat on them, or use mmdeploy)')
+                    '(run bbox_head.predict_by_feat on them, or export with --part detector)')
+END2END_NOTE = ('detections padded to max_per_img per image, best first: the first num_detections rows of boxes, '
+                'scores and labels (the rest are zeros, label -1). Boxes are (x1, y1, x2, y2) in the pixels of '
+                'input: divide them by the resize\'s scale factor for the original image.')
 
 
 def _flatten(outputs) -> list[Tensor]:
@@ -207,6 +207,45 @@ def _check_opset(opset: int | None) -> None:
                          f'ask for {MIN_OPSET} or later, or leave the opset to torch')
 
 
+def _torch_onnx_export(module: nn.Module, args: tuple, input_names: Sequence[str], output_names: Sequence[str],
+                       opset: int | None, name: str, dynamic_shapes=None, custom_translation_table=None):
+    """``torch.onnx.export`` with the ``torch.export``-based exporter, quietly; its failure as one short line."""
+    # torch.export logs a failed guard as a page of traceback before raising (the error below says it in a line);
+    # onnx_ir warns of attributes whose type it infers.
+    loggers = [logging.getLogger(logger_name) for logger_name in ('torch._guards', 'onnx_ir')]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter('ignore')  # torch.export's notes about mmdet's Python asserts, at every export
+            return torch.onnx.export(
+                module, args, None, input_names=list(input_names), output_names=list(output_names),
+                opset_version=opset, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
+                custom_translation_table=custom_translation_table)
+    except torch.onnx.OnnxExporterError as e:
+        # torch's message is a page of next steps; its last part names the failing op or line.
+        summary = str(e).split('## Exception summary')[-1].strip().splitlines()[0]
+        raise RuntimeError(f'torch could not export {name} to ONNX: {summary} (set MMVANILLA_DEBUG=1 for torch\'s '
+                           'full report); nothing was written') from e
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 4 or min(input_shape) < 1:
+        raise ValueError(f'input_shape must be (N, C, H, W) with positive sizes, got {input_shape}')
+    return input_shape
+
+
+def _save(program, tmp: str) -> tuple[bool, int]:
+    """Writes the exported program; returns whether its weights went to ``tmp + '.data'`` and its opset."""
+    program.save(tmp)  # weights inside the file unless they pass protobuf's 2 GB limit
+    return osp.isfile(tmp + '.data'), program.model.opset_imports.get('')  # the onnx_ir model: no weight copy
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
                 opset: int | None = None, check: bool = True, rtol: float = 1e-4,
                 output_names: Sequence[str] | None = None, dynamic_batch: bool = True, seed: int = 0) -> dict:
@@ -247,9 +286,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
         >>> report['outputs'], report['max_rel_diff'] < 1e-4
         ([{'name': 'logits', 'shape': [1, 10]}], True)
     """
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 4 or min(input_shape) < 1:
-        raise ValueError(f'input_shape must be (N, C, H, W) with positive sizes, got {input_shape}')
+    input_shape = _input_shape(input_shape)
     _check_opset(opset)
     path = os.fspath(path)
     lam = get_act_lambda(model)
@@ -275,22 +312,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
     logger = MMLogger.get_current_instance()
     # Written and checked under a temporary name, then renamed: a failed export or check leaves what was there.
     with atomic_output(path) as tmp:
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter('ignore')  # torch.export's notes about mmdet's Python asserts, at every export
-                program = torch.onnx.export(
-                    wrapped, (x,), None, input_names=['input'], output_names=output_names, opset_version=opset,
-                    dynamic_shapes=({0: torch.export.Dim.DYNAMIC},) if dynamic_batch else None, dynamo=True,
-                    verbose=False)
-        except torch.onnx.OnnxExporterError as e:
-            # torch's message is a page of next steps; its last part names the failing op or line.
-            summary = str(e).split('## Exception summary')[-1].strip().splitlines()[0]
-            raise RuntimeError(f'torch could not export {type(model).__name__} to ONNX: {summary} (set '
-                               'MMVANILLA_DEBUG=1 for torch\'s full report); nothing was written') from e
-        program.save(tmp)  # weights inside the file unless they pass protobuf's 2 GB limit
-        external = osp.isfile(tmp + '.data')
-        written_opset = program.model.opset_imports.get('')  # the onnx_ir model: no copy of the weights
-
+        program = _torch_onnx_export(wrapped, (x,), ['input'], output_names, opset, type(model).__name__,
+                                     dynamic_shapes=({0: torch.export.Dim.DYNAMIC},) if dynamic_batch else None)
+        external, written_opset = _save(program, tmp)
         report = dict(path=path, files=[path, path + '.data'] if external else [path],
                       input=dict(name='input', shape=list(input_shape)),
                       outputs=[dict(name=n, shape=list(r.shape)) for n, r in zip(output_names, reference)],
@@ -318,23 +342,133 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
     return report
 
 
+def export_detector(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] = (1, 3, 224, 224),
+                    opset: int | None = None, check: bool = True, rtol: float = 1e-3, size_divisor: int = 32,
+                    dynamic_size: bool = True, seed: int = 0) -> dict:
+    """Exports an mmdet detector end to end (network, decoding, NMS, RoIAlign, masks) to ONNX and checks it.
+
+    The graph is :func:`~mmvanilla.export_detectors.end2end_detector`'s module in deploy form (a detector at
+    lambda = 1 is re-parameterized on a copy): inputs ``input`` and ``image_shape``, outputs ``boxes``, ``scores``,
+    ``labels``, ``num_detections`` (and ``masks``), padded to ``max_per_img`` (see
+    :mod:`mmvanilla.export_detectors`). Batch, height and width are dynamic (height and width multiples of
+    ``size_divisor``; the graph is traced on an example of its own size, large enough that no feature map is a
+    single pixel). The check runs the file with onnxruntime and the module in PyTorch on the same random inputs
+    (uniform in [-1, 1]: that example and one of ``input_shape``) and compares the detections box by box
+    (:func:`~mmvanilla.export_detectors.compare_detections`).
+
+    Args:
+        model (nn.Module): The detector.
+        path (str | os.PathLike): The ``.onnx`` file to write.
+        input_shape (Sequence[int]): ``(N, C, H, W)`` of the check's input (the traced one's without
+            ``dynamic_size``, with N at least 2). Defaults to ``(1, 3, 224, 224)``.
+        opset (int | None): ONNX opset, at least 18; None for torch's default. Defaults to None.
+        check (bool): Compare onnxruntime with PyTorch. Defaults to True.
+        rtol (float): The comparison's tolerance. Defaults to 1e-3.
+        size_divisor (int): Height and width are multiples of it (the config's ``pad_size_divisor``). Defaults to 32.
+        dynamic_size (bool): Make height and width dynamic (else only the batch is). Defaults to True.
+        seed (int): Seed of the random input. Defaults to 0.
+
+    Returns:
+        dict: ``path``, ``files``, ``inputs`` and ``outputs`` (names and shapes, ``'N'``, ``'H'``, ``'W'`` where
+        dynamic), ``opset``,
+        ``act_lambda``, ``reparameterized``, ``dynamic`` (the dynamic axes), ``max_per_img`` and, checked,
+        ``comparison`` (:func:`~mmvanilla.export_detectors.compare_detections`'s result).
+
+    Raises:
+        RuntimeError: lambda < 1, torch cannot export it, or onnxruntime disagrees (nothing is written then).
+        ValueError: a detector whose post-processing does not export, a bad ``input_shape`` or ``opset``.
+    """
+    from .export_detectors import (OUTPUT_NAMES, coarsest_stride, compare_detections, detections_of, end2end_detector,
+                                   onnx_translations)
+    input_shape = _input_shape(input_shape)
+    if input_shape[2] % size_divisor or input_shape[3] % size_divisor:
+        raise ValueError(f'--shape {input_shape[2]} {input_shape[3]}: a detector\'s input is padded to a multiple of '
+                         f'{size_divisor} (its pad_size_divisor); give multiples of {size_divisor}, e.g. --shape '
+                         f'{-(-input_shape[2] // size_divisor) * size_divisor} '
+                         f'{-(-input_shape[3] // size_divisor) * size_divisor}')
+    _check_opset(opset)
+    path = os.fspath(path)
+    lam = get_act_lambda(model)
+    net, reparameterized = deploy_copy(model)
+    wrapped = end2end_detector(net).eval()
+    gen = torch.Generator().manual_seed(seed)
+
+    def example(shape):
+        return torch.rand(shape, generator=gen) * 2 - 1, torch.tensor([shape[2:]] * shape[0])
+
+    # torch.export specializes sizes of 1 and may equate sizes that happen to be equal in its example, so the graph
+    # is traced on 2 images of unequal sides over 3 of the coarsest level's strides; the check adds input_shape.
+    n, channels, height, width = input_shape
+    if dynamic_size:
+        side = -(-3 * coarsest_stride(net) // size_divisor) * size_divisor
+        traced = (2, channels, side, side + size_divisor)
+    else:
+        traced = (max(2, n), channels, height, width)
+    examples = [example(traced)] + ([example(input_shape)] if input_shape != traced else [])
+    with torch.no_grad():
+        references = [wrapped(*args) for args in examples]
+    output_names = list(OUTPUT_NAMES[:len(references[0])])
+    dynamic = {0: torch.export.Dim('batch')}
+    if dynamic_size:
+        dynamic.update({2: size_divisor * torch.export.Dim('height'), 3: size_divisor * torch.export.Dim('width')})
+
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_output(path) as tmp:
+        program = _torch_onnx_export(wrapped, examples[0], ['input', 'image_shape'], output_names, opset,
+                                     type(model).__name__, dynamic_shapes=(dynamic, {0: dynamic[0]}),
+                                     custom_translation_table=onnx_translations())
+        external, written_opset = _save(program, tmp)
+        symbols = ('N', channels, 'H', 'W') if dynamic_size else ('N', channels, height, width)
+        report = dict(path=path, files=[path, path + '.data'] if external else [path],
+                      inputs=[dict(name='input', shape=list(symbols)), dict(name='image_shape', shape=['N', 2])],
+                      outputs=[dict(name=name, shape=['N', *ref.shape[1:]])
+                               for name, ref in zip(output_names, references[0])],
+                      opset=written_opset, act_lambda=lam, reparameterized=reparameterized,
+                      dynamic=['batch', 'height', 'width'] if dynamic_size else ['batch'],
+                      max_per_img=references[0][0].shape[1], comparison=None)
+        if check:
+            session = onnxruntime_session(tmp, threads=torch.get_num_threads())
+            got, want = [], []
+            for (x, image_shape), reference in zip(examples, references):
+                outputs = session.run(output_names, {'input': x.numpy(), 'image_shape': image_shape.numpy()})
+                got += detections_of(outputs)
+                want += detections_of(reference)
+            del session
+            comparison = compare_detections(want, got, rtol)
+            report['comparison'] = comparison
+            if comparison['first_disagreement']:
+                raise RuntimeError(f'onnxruntime disagrees with PyTorch on the example inputs '
+                                   f'({comparison["first_disagreement"]}); {path} was not written. Try another '
+                                   'opset (--opset), or report the model and torch/onnxruntime versions.')
+    if not external:
+        _remove(path + '.data')
+    MMLogger.get_current_instance().info(
+        f'exported {path}' + (f': onnxruntime and PyTorch agree on {report["comparison"]["detections"]} '
+                              'detections of the example inputs' if check else ' (not checked against PyTorch)'))
+    return report
+
+
 def select_part(model: nn.Module, part: str = 'auto') -> tuple[nn.Module, str]:
     """The module to export for ``part`` of a built model.
 
     Args:
         model (nn.Module): A model built from a config: a classification model (with ``network``), a
             :class:`~mmvanilla.models.VanillaNetClassifier`, or an mmdet detector.
-        part (str): ``'classifier'``, ``'backbone'``, ``'detector'`` (a single-stage detector up to its raw head
-            outputs) or ``'auto'`` (classifier for a classification model, detector for a detector). Defaults to
-            ``'auto'``.
+        part (str): ``'classifier'``, ``'backbone'``, ``'detector'`` (the detector end to end, its detections as
+            outputs: :func:`export_detector`), ``'head'`` (a single-stage detector up to its raw head outputs) or
+            ``'auto'`` (classifier for a classification model, detector for a detector). Defaults to ``'auto'``.
 
     Returns:
-        tuple[nn.Module, str]: The module to export (a :class:`RawDetector` for the detector) and the part chosen.
+        tuple[nn.Module, str]: The module to export (the detector itself for ``'detector'``, to be exported with
+        :func:`export_detector`; a :class:`RawDetector` for ``'head'``) and the part chosen.
 
     Raises:
-        ValueError: the model has no such part, or the part cannot be exported (a two-stage detector).
+        ValueError: the model has no such part, or the part cannot be exported (a detector whose post-processing
+            does not export, the raw head outputs of a two-stage detector).
     """
-    from mmdet.models.detectors import BaseDetector, SingleStageDetector, TwoStageDetector
+    from mmdet.models.detectors import BaseDetector, SingleStageDetector
+
+    from .export_detectors import end2end_detector
     if part not in PARTS:
         raise ValueError(f'unknown part {part!r}; choose one of {", ".join(PARTS)}')
     name = type(model).__name__
@@ -361,14 +495,14 @@ def select_part(model: nn.Module, part: str = 'auto') -> tuple[nn.Module, str]:
         if not isinstance(backbone, nn.Module):
             raise ValueError(f'a {name} has no backbone to export')
         return backbone, part
-    if isinstance(model, TwoStageDetector):
-        raise ValueError(
-            f'{name} (a two-stage detector) cannot be exported whole: its tensor-mode forward runs the RPN\'s '
-            'proposal step inside the network, whose ONNX path in mmdet 3.3 imports mmdet.core.export (removed in '
-            'mmdet 3.x), then NMS with a data-dependent number of boxes, then RoIAlign: that needs mmdeploy. Export '
-            'the backbone with --part backbone; that works.')
+    if not isinstance(model, BaseDetector):
+        raise ValueError(f'a {name} is not an mmdet detector: choose --part backbone or classifier')
+    if part == 'detector':
+        end2end_detector(model)  # refuses, before the export, a detector whose post-processing does not export
+        return model, part
     if not isinstance(model, SingleStageDetector):
-        raise ValueError(f'a {name} is not a single-stage mmdet detector: choose --part backbone or classifier')
+        raise ValueError(f'{name} is not a single-stage detector: only those have raw head outputs to export '
+                         '(--part head); export it end to end with --part detector')
     return RawDetector(model), part
 
 
@@ -405,7 +539,7 @@ def check_input_size(model: nn.Module, input_size: Sequence[int]) -> None:
 
 def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto',
                       input_size: Sequence[int] = (224, 224), batch_size: int = 1, opset: int | None = None,
-                      use_ema: bool = True, rtol: float = 1e-4, force: bool = False) -> dict:
+                      use_ema: bool = True, rtol: float | None = None, force: bool = False) -> dict:
     """What tools/export_onnx.py does: load ``checkpoint`` into ``cfg.model``, export ``part``, check it.
 
     Args:
@@ -417,13 +551,14 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto'
         batch_size (int): Batch of the example input (the exported batch axis is dynamic). Defaults to 1.
         opset (int | None): ONNX opset (>= 18); None for torch's default. Defaults to None.
         use_ema (bool): Export the EMA weights when the checkpoint has them. Defaults to True.
-        rtol (float): Largest relative error the onnxruntime check accepts. Defaults to 1e-4.
+        rtol (float | None): The onnxruntime check's tolerance; None for the default of :func:`export_onnx` (1e-4)
+            or, for ``'detector'``, :func:`export_detector` (1e-3). Defaults to None.
         force (bool): Replace ``out`` if it exists. Defaults to False.
 
     Returns:
-        dict: :func:`export_onnx`'s report with ``part``, ``source`` (the weights exported), ``checkpoint_form``,
-        ``note`` (what the graph leaves out) and ``preprocess`` (the config's data_preprocessor settings, which
-        the graph's input must already have had applied).
+        dict: :func:`export_onnx`'s (or :func:`export_detector`'s) report with ``part``, ``source`` (the weights
+        exported), ``checkpoint_form``, ``note`` (what the graph leaves out) and ``preprocess`` (the config's
+        data_preprocessor settings, which the graph's input must already have had applied).
     """
     _check_opset(opset)  # before the slow part
     check_output(out, force, inputs=[checkpoint], what='ONNX file')
@@ -433,16 +568,24 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, part: str = 'auto'
     model, source, deploy, _ = load_model(cfg, checkpoint, use_ema)
     module, part = select_part(model, part)
     check_input_size(module, input_size)
-    x = torch.zeros(batch_size, 3, *input_size)
-    names = module.output_names(x) if isinstance(module, RawDetector) else (
-        ['logits'] if part == 'classifier' else None)
-    if part == 'backbone' and hasattr(module, 'out_indices'):
-        names = [f'stage{i}' for i in module.out_indices]
-    report = export_onnx(module, out, input_shape=(batch_size, 3, *input_size), opset=opset, rtol=rtol,
-                         output_names=names)
     preprocess = {k: v for k, v in (cfg.model.get('data_preprocessor') or {}).items()
                   if k in ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr', 'pad_size_divisor')}
-    note = RAW_OUTPUTS_NOTE if part == 'detector' else None
+    tolerance = {} if rtol is None else dict(rtol=rtol)
+    if part == 'detector':
+        report = export_detector(module, out, input_shape=(batch_size, 3, *input_size), opset=opset,
+                                 size_divisor=preprocess.get('pad_size_divisor', 1), **tolerance)
+        note = END2END_NOTE + (f' Masks: paste each into its box, then threshold at mask_thr_binary='
+                               f'{module.test_cfg.rcnn.mask_thr_binary}.' if 'masks' in report['outputs'][-1]['name']
+                               else '')
+    else:
+        x = torch.zeros(batch_size, 3, *input_size)
+        names = module.output_names(x) if isinstance(module, RawDetector) else (
+            ['logits'] if part == 'classifier' else None)
+        if part == 'backbone' and hasattr(module, 'out_indices'):
+            names = [f'stage{i}' for i in module.out_indices]
+        report = export_onnx(module, out, input_shape=(batch_size, 3, *input_size), opset=opset,
+                             output_names=names, **tolerance)
+        note = RAW_OUTPUTS_NOTE if part == 'head' else None
     report.update(part=part, source=source, checkpoint_form='deploy' if deploy else 'training', note=note,
                   preprocess=preprocess)
     return report

@@ -9,8 +9,8 @@ from mmengine.config import Config
 
 from mmvanilla.apis import build_model
 from mmvanilla.deploy import switch_to_deploy
-from mmvanilla.export import (ExportableAdaptiveMaxPool2d, export_checkpoint, export_onnx, onnxruntime_session,
-                              select_part)
+from mmvanilla.export import (ExportableAdaptiveMaxPool2d, export_checkpoint, export_detector, export_onnx,
+                              onnxruntime_session, select_part)
 from mmvanilla.models import VanillaNet, VanillaNetClassifier
 from mmvanilla.models.utils import set_act_lambda
 
@@ -123,9 +123,9 @@ def test_the_detectors_backbone_exports_its_multi_scale_features(checkpoints, tm
 
 def test_retinanet_exports_up_to_its_raw_head_outputs_without_nms(checkpoints, tmp_path):
     cfg = Config.fromfile(RETINANET)
-    report = export_checkpoint(cfg, str(checkpoints / 'train.pth'), str(tmp_path / 'det.onnx'), input_size=SHAPE,
-                               batch_size=2)
-    assert report['part'] == 'detector' and 'NMS' in report['note'] and report['max_rel_diff'] <= 1e-4
+    report = export_checkpoint(cfg, str(checkpoints / 'train.pth'), str(tmp_path / 'det.onnx'), part='head',
+                               input_size=SHAPE, batch_size=2)
+    assert report['part'] == 'head' and 'NMS' in report['note'] and report['max_rel_diff'] <= 1e-4
     names = [o['name'] for o in report['outputs']]
     assert names == [f'cls_score_{i}' for i in range(5)] + [f'bbox_pred_{i}' for i in range(5)]
     assert report['outputs'][0]['shape'] == [2, 9 * 4, 8, 8]  # 9 anchors x 4 classes at stride 8
@@ -142,7 +142,7 @@ def test_retinanet_exports_up_to_its_raw_head_outputs_without_nms(checkpoints, t
 
 def test_a_deploy_form_checkpoint_exports_as_it_is(checkpoints, tmp_path):
     report = export_checkpoint(Config.fromfile(RETINANET), str(checkpoints / 'deploy.pth'),
-                               str(tmp_path / 'det.onnx'), input_size=SHAPE)
+                               str(tmp_path / 'det.onnx'), part='head', input_size=SHAPE)
     assert report['checkpoint_form'] == 'deploy' and not report['reparameterized']
     assert report['max_rel_diff'] <= 1e-4
 
@@ -170,11 +170,12 @@ def test_a_missing_or_foreign_checkpoint_is_named(checkpoints, tmp_path):
     assert not (tmp_path / 'x.onnx').exists()
 
 
-def test_mask_rcnn_is_refused_with_the_reason_and_its_backbone_exports(tmp_path):
+def test_mask_rcnn_has_no_raw_head_outputs_and_its_backbone_exports(tmp_path):
     model = build_model(Config.fromfile(MASK_RCNN))
     set_act_lambda(model, 1.0)
-    with pytest.raises(ValueError, match=r'two-stage.*NMS.*RoIAlign.*mmdeploy.*--part backbone'):
-        select_part(model, 'auto')
+    assert select_part(model, 'auto') == (model, 'detector')
+    with pytest.raises(ValueError, match=r'MaskRCNN is not a single-stage detector.*--part detector'):
+        select_part(model, 'head')
     backbone, part = select_part(model, 'backbone')
     report = export_onnx(backbone, tmp_path / 'b.onnx', input_shape=(1, 3, *SHAPE))
     assert part == 'backbone' and len(report['outputs']) == 4 and report['max_rel_diff'] <= 1e-4
@@ -187,13 +188,14 @@ def test_a_classification_model_exports_its_network_and_a_classifier_has_no_dete
     wrapper = torch.nn.Module()
     wrapper.network = net  # the classification configs' ImageClassifier exposes the net as .network
     assert select_part(wrapper, 'auto') == (net, 'classifier')
-    with pytest.raises(ValueError, match='not a single-stage mmdet detector'):
-        select_part(net, 'detector')
+    for part in ('detector', 'head'):
+        with pytest.raises(ValueError, match='not an mmdet detector'):
+            select_part(net, part)
 
 
 def test_the_tool_exports_checks_and_refuses_lambda_below_one(checkpoints, tmp_path):
     proc = run_tool('export_onnx.py', RETINANET, str(checkpoints / 'train.pth'), '--out', 'det.onnx', '--shape',
-                    '64', '64', cwd=tmp_path)
+                    '64', '64', '--part', 'head', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'cls_score_0: [1, 36, 8, 8]' in proc.stdout and 'NMS are not in the graph' in proc.stdout
     assert float(re.search(r'max rel diff ([0-9.e+-]+)', proc.stdout).group(1)) <= 1e-4
@@ -202,3 +204,70 @@ def test_the_tool_exports_checks_and_refuses_lambda_below_one(checkpoints, tmp_p
     proc = run_tool('export_onnx.py', RETINANET, str(checkpoints / 'half.pth'), '--out', 'half.onnx', cwd=tmp_path)
     assert proc.returncode == 2 and 'lambda=0.5' in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'half.onnx').exists()
+
+
+def onnxruntime_matches_mmdet(model, path, inputs, masks=False):
+    """Runs the exported file on each (images, image shapes) and compares its detections with mmdet's predict."""
+    from mmdet.structures import DetDataSample
+
+    from mmvanilla.export_detectors import compare_detections, detections_of
+    from mmvanilla.onnx_eval import paste_masks
+    session = onnxruntime_session(path, threads=1)
+    for x, shapes in inputs:
+        outputs = session.run(None, {'input': x.numpy(), 'image_shape': shapes.numpy()})
+        samples = [DetDataSample(metainfo=dict(img_shape=tuple(s), ori_shape=tuple(s), scale_factor=(1.0, 1.0)))
+                   for s in shapes.tolist()]
+        with torch.no_grad():
+            expected = [s.pred_instances for s in model.predict(x, samples)]
+        got = detections_of([torch.from_numpy(o) for o in outputs])
+        want = [dict(boxes=p.bboxes, scores=p.scores, labels=p.labels) for p in expected]
+        if masks:
+            for dets, (height, width) in zip(got, shapes.tolist()):
+                dets['masks'] = paste_masks(dets['masks'], dets['boxes'], height, width)
+            for dets, p in zip(want, expected):
+                dets['masks'] = p.masks
+        comparison = compare_detections(want, got)
+        assert comparison['first_disagreement'] is None and comparison['detections'] >= len(x) * 50
+
+
+# Other batch sizes and input sizes than exported (down to feature maps of one pixel), images padded inside.
+OTHER_INPUTS = ((torch.rand(3, 3, 96, 128) * 2 - 1, torch.tensor([[96, 128], [80, 100], [64, 128]])),
+                (torch.rand(1, 3, 32, 64) * 2 - 1, torch.tensor([[30, 64]])))
+
+
+@pytest.mark.slow
+def test_retinanet_exports_end_to_end_and_onnxruntime_detects_what_mmdet_does_at_other_sizes(tmp_path):
+    cfg = Config.fromfile(RETINANET)
+    cfg.model.test_cfg.score_thr = 0.0  # random weights score low: let every box through, a hundred per image
+    torch.manual_seed(0)
+    model = build_model(cfg, deploy=True).eval()
+    report = export_detector(model, tmp_path / 'det.onnx', input_shape=(1, 3, *SHAPE))
+    assert [o['name'] for o in report['outputs']] == ['boxes', 'scores', 'labels', 'num_detections']
+    assert report['outputs'][0]['shape'] == ['N', 100, 4] and report['inputs'][0]['shape'] == ['N', 3, 'H', 'W']
+    assert report['comparison']['agreeing'] == 3 and report['comparison']['detections'] == 300  # 2 traced, 1 asked
+    onnxruntime_matches_mmdet(model, tmp_path / 'det.onnx', OTHER_INPUTS)
+
+
+@pytest.mark.slow
+def test_mask_rcnn_exports_end_to_end_and_onnxruntime_detects_what_mmdet_does_at_other_sizes(tmp_path):
+    torch.manual_seed(0)  # random weights: a hundred overlapping detections per image, masks of every class
+    model = build_model(Config.fromfile(MASK_RCNN), deploy=True).eval()
+    report = export_detector(model, tmp_path / 'det.onnx', input_shape=(2, 3, *SHAPE))
+    assert [o['name'] for o in report['outputs']] == ['boxes', 'scores', 'labels', 'num_detections', 'masks']
+    assert report['outputs'][-1]['shape'] == ['N', 100, 28, 28] and report['dynamic'] == ['batch', 'height', 'width']
+    assert report['comparison']['agreeing'] == 4 and report['comparison']['detections'] > 0  # 2 traced, 2 asked
+    onnxruntime_matches_mmdet(model, tmp_path / 'det.onnx', OTHER_INPUTS, masks=True)
+
+
+def test_a_detector_whose_post_processing_does_not_export_is_refused_before_exporting(checkpoints, tmp_path):
+    cfg = Config.fromfile(RETINANET)
+    cfg.model.test_cfg.nms = dict(type='soft_nms', iou_threshold=0.5)
+    with pytest.raises(ValueError, match=r'RetinaNet cannot be exported end to end: test_cfg.nms=.*soft_nms.*What '
+                                         r'exports end to end.*--part backbone'):
+        export_checkpoint(cfg, str(checkpoints / 'train.pth'), str(tmp_path / 'x.onnx'), input_size=SHAPE)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r'--shape 48 64: a detector\'s input is padded to a multiple of 32.*'
+                                         r'--shape 64 64'):
+        export_checkpoint(Config.fromfile(RETINANET), str(checkpoints / 'train.pth'), str(tmp_path / 'x.onnx'),
+                          input_size=(48, 64))
+    assert not list(tmp_path.iterdir())
