@@ -190,10 +190,10 @@ def evaluate_onnx(cfg: Config, onnx_file: str, checkpoint: str | None = None, th
     if 'segm' in _metrics_asked(cfg) and not detector.with_mask:
         raise ValueError(f'{onnx_file} gives no masks, but the config\'s test_evaluator asks for segm metrics: use the '
                          'config the file was exported from')
+    check_data(cfg, ('test',))
     model = None
     if checkpoint:
         model = deploy_copy(load_model(cfg, checkpoint, use_ema).model)[0]
-    check_data(cfg, ('test',))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     from mmdet.registry import MODELS
     loader = Runner.build_dataloader(cfg.test_dataloader)
