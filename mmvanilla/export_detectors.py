@@ -218,6 +218,39 @@ def _detections(values: Tensor, boxes: Tensor, labels: Tensor, valid: Tensor) ->
             valid.sum(1)]
 
 
+def _candidates(head: nn.Module, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor], nms_pre: int,
+                image_shape: Tensor) -> dict[str, Tensor]:
+    """A dense head's best (anchor, class) pairs of each level, decoded: ``(N, K)`` ``scores``, ``labels`` and
+    ``levels``, ``(N, K, 4)`` ``boxes`` (mmdet's ``filter_scores_and_topk`` before its score threshold, and the
+    RPN's top-k, which is the same with one class)."""
+    n = cls_scores[0].shape[0]
+    priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], dtype=cls_scores[0].dtype,
+                                              device=cls_scores[0].device)
+    kept = dict(scores=[], labels=[], levels=[], deltas=[], priors=[])
+    for level, (cls_score, bbox_pred, anchors) in enumerate(zip(cls_scores, bbox_preds, priors)):
+        cls_score = cls_score.permute(0, 2, 3, 1).reshape(n, -1, head.cls_out_channels)
+        scores = cls_score.sigmoid() if head.use_sigmoid_cls else cls_score.softmax(-1)[..., :-1]
+        num_classes = scores.shape[-1]
+        scores, index = _top_per_level(scores.reshape(n, -1), nms_pre)
+        anchor_index = index // num_classes
+        deltas = bbox_pred.permute(0, 2, 3, 1).reshape(n, -1, head.bbox_coder.encode_size)
+        kept['scores'].append(scores)
+        kept['labels'].append(index % num_classes)
+        kept['levels'].append(torch.full_like(index, level))
+        kept['deltas'].append(_gather(deltas, anchor_index))
+        kept['priors'].append(anchors[anchor_index])
+    kept = {key: torch.cat(values, 1) for key, values in kept.items()}
+    kept['boxes'] = decode_boxes(head.bbox_coder, kept.pop('priors'), kept.pop('deltas'), image_shape)
+    return kept
+
+
+def _larger_than(boxes: Tensor, size: float) -> Tensor:
+    """Whether each box is wider and taller than ``size`` (mmdet's ``min_bbox_size`` filter; all when < 0)."""
+    if size < 0:
+        return torch.ones_like(boxes[..., 0], dtype=torch.bool)
+    return (boxes[..., 2] - boxes[..., 0] > size) & (boxes[..., 3] - boxes[..., 1] > size)
+
+
 def _nms_problems(cfg, where: str) -> list[str]:
     nms = (cfg or {}).get('nms') or {}
     if nms.get('type', 'nms') != 'nms' or nms.get('class_agnostic') or 'iou_threshold' not in nms:
@@ -249,37 +282,21 @@ class End2EndSingleStage(nn.Module):
         if len(outs) != 2:
             raise ValueError(f'{type(head).__name__} gives {len(outs)} kinds of output (score factors?): only heads '
                              'with class scores and box deltas export')
-        cls_scores, bbox_preds = outs
-        n = input.shape[0]
-        priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], dtype=input.dtype,
-                                                  device=input.device)
-        kept = dict(scores=[], labels=[], deltas=[], priors=[])
-        for cls_score, bbox_pred, anchors in zip(cls_scores, bbox_preds, priors):
-            cls_score = cls_score.permute(0, 2, 3, 1).reshape(n, -1, head.cls_out_channels)
-            scores = cls_score.sigmoid() if head.use_sigmoid_cls else cls_score.softmax(-1)[..., :-1]
-            num_classes = scores.shape[-1]
-            # mmdet's filter_scores_and_topk: the nms_pre best (anchor, class) pairs above score_thr
-            scores, index = _top_per_level(scores.reshape(n, -1), self.nms_pre)
-            anchor_index = index // num_classes
-            deltas = bbox_pred.permute(0, 2, 3, 1).reshape(n, -1, head.bbox_coder.encode_size)
-            kept['scores'].append(scores)
-            kept['labels'].append(index % num_classes)
-            kept['deltas'].append(_gather(deltas, anchor_index))
-            kept['priors'].append(anchors[anchor_index])
-        scores, labels, deltas, anchors = (torch.cat(kept[key], 1) for key in ('scores', 'labels', 'deltas', 'priors'))
-        boxes = decode_boxes(head.bbox_coder, anchors, deltas, image_shape)
-        valid = scores > self.score_thr
-        if self.min_bbox_size >= 0:
-            valid = valid & (boxes[..., 2] - boxes[..., 0] > self.min_bbox_size) & (
-                boxes[..., 3] - boxes[..., 1] > self.min_bbox_size)
-        kept = _nms_kept(boxes, _by_class(scores, labels, valid, num_classes), self.iou_threshold)
+        found = _candidates(head, *outs, self.nms_pre, image_shape)
+        boxes, scores = found['boxes'], found['scores']
+        valid = (scores > self.score_thr) & _larger_than(boxes, self.min_bbox_size)
+        kept = _nms_kept(boxes, _by_class(scores, found['labels'], valid, head.num_classes), self.iou_threshold)
         values, labels, index, valid = _best(kept, self.max_per_img)
         return _detections(values, _gather(boxes, index), labels, valid)
 
 
-def _extract_rois(extractor: nn.Module, feats: tuple[Tensor, ...], rois: Tensor, batch_indices: Tensor) -> Tensor:
-    """mmdet's ``SingleRoIExtractor``: each box from the level its size maps to. Every level runs on every box, the
-    boxes of other levels replaced by empty ones (which sample nothing), so that shapes stay static."""
+def _roi_features(extractor: nn.Module, feats: tuple[Tensor, ...], boxes: Tensor) -> Tensor:
+    """mmdet's ``SingleRoIExtractor`` on ``(N, P, 4)`` boxes: each box from the level its size maps to. Every level
+    runs on every box, the boxes of other levels replaced by empty ones (which sample nothing), so that shapes stay
+    static."""
+    n, count = boxes.shape[:2]
+    batch_indices = torch.arange(n, device=boxes.device)[:, None].expand(n, count).reshape(-1)
+    rois = boxes.reshape(-1, 4)
     layers = extractor.roi_layers
     height, width = layers[0].output_size
 
@@ -321,29 +338,13 @@ class End2EndTwoStage(nn.Module):
 
     def proposals(self, feats: tuple[Tensor, ...], image_shape: Tensor) -> tuple[Tensor, Tensor]:
         """The RPN's proposals, ``(N, P, 4)``, and which of them are proposals (``(N, P)``), P = ``max_per_img``."""
-        head = self.detector.rpn_head
-        cls_scores, bbox_preds = head(feats)
-        n = feats[0].shape[0]
-        priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], dtype=feats[0].dtype,
-                                                  device=feats[0].device)
-        kept = dict(scores=[], levels=[], deltas=[], priors=[])
-        for level, (cls_score, bbox_pred, anchors) in enumerate(zip(cls_scores, bbox_preds, priors)):
-            cls_score = cls_score.permute(0, 2, 3, 1).reshape(n, -1, head.cls_out_channels)
-            scores = cls_score.sigmoid() if head.use_sigmoid_cls else cls_score.softmax(-1)[..., :-1]
-            scores, index = _top_per_level(scores.reshape(n, -1), self.rpn_nms_pre)
-            deltas = bbox_pred.permute(0, 2, 3, 1).reshape(n, -1, head.bbox_coder.encode_size)
-            kept['scores'].append(scores)
-            kept['levels'].append(torch.full_like(index, level))
-            kept['deltas'].append(_gather(deltas, index))
-            kept['priors'].append(anchors[index])
-        scores, levels, deltas, anchors = (torch.cat(kept[key], 1) for key in ('scores', 'levels', 'deltas', 'priors'))
-        boxes = decode_boxes(head.bbox_coder, anchors, deltas, image_shape)
-        valid = torch.ones_like(scores, dtype=torch.bool)
-        if self.rpn_min_bbox_size >= 0:
-            valid = (boxes[..., 2] - boxes[..., 0] > self.rpn_min_bbox_size) & (
-                boxes[..., 3] - boxes[..., 1] > self.rpn_min_bbox_size)
+        cls_scores, bbox_preds = self.detector.rpn_head(feats)
+        found = _candidates(self.detector.rpn_head, cls_scores, bbox_preds, self.rpn_nms_pre, image_shape)
+        boxes = found['boxes']
+        valid = _larger_than(boxes, self.rpn_min_bbox_size)
         # NMS within each level, as mmdet's RPN (the level as the class)
-        kept = _nms_kept(boxes, _by_class(scores, levels, valid, len(cls_scores)), self.rpn_iou_threshold)
+        kept = _nms_kept(boxes, _by_class(found['scores'], found['levels'], valid, len(cls_scores)),
+                         self.rpn_iou_threshold)
         _, _, index, valid = _best(kept, self.num_proposals)
         return _gather(boxes, index), valid
 
@@ -353,10 +354,7 @@ class End2EndTwoStage(nn.Module):
         feats = detector.extract_feat(input)
         proposals, proposal_valid = self.proposals(feats, image_shape)
         n, count = proposals.shape[:2]
-        batch_indices = torch.arange(n, device=input.device)[:, None].expand(n, count).reshape(-1)
-        extractor = roi_head.bbox_roi_extractor
-        cls_score, bbox_pred = roi_head.bbox_head(
-            _extract_rois(extractor, feats[:extractor.num_inputs], proposals.reshape(-1, 4), batch_indices))
+        cls_score, bbox_pred = roi_head.bbox_head(_roi_features(roi_head.bbox_roi_extractor, feats, proposals))
         scores = cls_score.softmax(-1)[:, :-1].reshape(n, count, -1)
         num_classes = scores.shape[-1]
         deltas = bbox_pred.reshape(n, count, -1, roi_head.bbox_head.bbox_coder.encode_size)
@@ -378,10 +376,7 @@ class End2EndTwoStage(nn.Module):
         """The mask head's probabilities ``(N, D, h, w)`` for each detection's class, in its box."""
         roi_head = self.detector.roi_head
         n, count = boxes.shape[:2]
-        batch_indices = torch.arange(n, device=boxes.device)[:, None].expand(n, count).reshape(-1)
-        extractor = roi_head.mask_roi_extractor
-        mask_preds = roi_head.mask_head(
-            _extract_rois(extractor, feats[:extractor.num_inputs], boxes.reshape(-1, 4), batch_indices))
+        mask_preds = roi_head.mask_head(_roi_features(roi_head.mask_roi_extractor, feats, boxes))
         if roi_head.mask_head.class_agnostic:
             mask_preds = mask_preds[:, 0]
         else:
