@@ -12,7 +12,8 @@ the machine at hand, in one run so that ratios hold even on a noisy shared machi
 - peak memory of one inference (on the CPU: in a fresh process, the growth of the resident set during one warmed-up
   inference, Linux ``VmHWM`` after ``clear_refs``; on a GPU: ``torch.cuda.max_memory_allocated``);
 - RetinaNet with VanillaNet-13 against RetinaNet with ResNet-50 at detection size, in images/s;
-- onnxruntime latency of the exported deploy form (:func:`mmvanilla.export.export_onnx`), and the training-step time
+- onnxruntime latency of the exported deploy form (:func:`mmvanilla.export.export_onnx`; a detector end to end,
+  :func:`mmvanilla.export.export_detector`, beside its PyTorch ``predict``), and the training-step time
   of the deep-training form with what it keeps for backward (:func:`~.memory.kept_for_backward_mb`);
 - on a GPU, the training cost (:mod:`.training`): the Triton depthwise kernel against PyTorch, and training steps.
 

@@ -3,7 +3,8 @@
 Per row: latency at batch 1 and throughput at a larger batch, FLOPs counted by ``torch.utils.flop_counter`` (one
 multiply-add is 2 FLOPs) and the achieved GFLOP/s as a share of the machine's own fp32 matmul GFLOP/s, timed in
 rounds that alternate with the matmuls so that a neighbour's load slows both sides of the ratio alike; onnxruntime
-latency of the exported deploy form; peak memory (:mod:`.memory`). The run adds the training-step time of the
+latency of the exported deploy form (a detector's exported end to end, on the input its ``predict`` is timed on);
+peak memory (:mod:`.memory`). The run adds the training-step time of the
 deep-training form and, on a GPU, the training cost of :mod:`.training`.
 """
 from __future__ import annotations
@@ -171,6 +172,39 @@ def onnx_latency(model: nn.Module, image_size: int, repeats: int, warmup: int, t
                 onnx_rel_diff=report['max_rel_diff'], onnx_export_s=export_s)
 
 
+def onnx_detector_latency(model: nn.Module, inputs, repeats: int, warmup: int, threads: int,
+                          matmul: Callable[[], object]) -> dict:
+    """Exports a detector end to end (:func:`mmvanilla.export.export_detector`) and times onnxruntime on the input
+    that PyTorch's ``predict`` is timed on; compares their detections on it.
+
+    Returns:
+        dict: ``onnx_ms`` (median latency), ``onnx_matmul_s`` (the matmuls timed beside it), ``onnx_export_s``,
+        ``onnx_detections`` (PyTorch's) and ``onnx_agree`` (onnxruntime's detections agree box by box).
+    """
+    import copy
+
+    from ..export import export_detector, onnxruntime_session
+    from ..export_detectors import compare_detections, detections_of
+    x, samples = inputs
+    feed = {'input': x.cpu().numpy(),
+            'image_shape': torch.tensor([s.metainfo['img_shape'][:2] for s in samples]).numpy()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'detector.onnx')
+        start = time.perf_counter()
+        export_detector(model, path, input_shape=x.shape, check=False)  # checked below, on this input
+        export_s = time.perf_counter() - start
+        session = onnxruntime_session(path, threads=threads, spinning=False)  # see onnx_latency
+        times = time_interleaved(dict(onnx=lambda: session.run(None, feed), matmul=matmul), repeats, warmup)
+        outputs = session.run(None, feed)
+        del session
+    with torch.no_grad():
+        expected = [s.pred_instances for s in model.predict(x, copy.deepcopy(samples))]
+    comparison = compare_detections([dict(boxes=p.bboxes, scores=p.scores, labels=p.labels) for p in expected],
+                                    [{k: v for k, v in d.items() if k != 'masks'} for d in detections_of(outputs)])
+    return dict(onnx_ms=_median(times['onnx']) * 1e3, onnx_matmul_s=times['matmul'], onnx_export_s=export_s,
+                onnx_detections=comparison['detections'], onnx_agree=comparison['first_disagreement'] is None)
+
+
 def train_step_fn(model: nn.Module, batch: int, image_size: int, device: torch.device | str = 'cpu'):
     """A closure running one SGD step (forward, cross-entropy, backward, update) of a classifier."""
     model.train()
@@ -244,10 +278,14 @@ class _Run:
             model = finish_model(spec, model)
             run = inference_fn(spec, model, inputs)
             latency, matmul_gflops = self.timed(run, self.s.batch_repeats, self.s.batch_warmup)
-        del model
-        gc.collect()
         row = dict(model=spec.name, form=spec.label, spec=asdict(spec), gflop=gflop, latency_ms=latency * 1e3,
                    images_per_s=1 / latency, matmul_gflops=matmul_gflops)
+        if self.s.onnx and self.device.type == 'cpu' and not (spec.optimized or spec.compiled):
+            row.update(onnx_detector_latency(model, inputs, self.s.batch_repeats, self.s.batch_warmup, self.threads,
+                                             self.matmul))
+            row['onnx_matmul_gflops'] = self.gflops_of(row.pop('onnx_matmul_s'))
+        del model
+        gc.collect()
         if self.s.memory:
             row['memory'] = peak_memory(spec, 1, self.s.det_size, self.device, self.threads)
         self.logger.info(f'{spec.name} ({spec.label}): {row["latency_ms"]:.0f} ms per image')

@@ -80,12 +80,22 @@ def format_markdown(result: dict) -> str:
     if result['detectors']:
         h, w = s['det_size']
         lines += ['', f'## Detection at {h}x{w} (batch 1, with box decoding and NMS)', '',
-                  '| Detector | Form | GFLOP | Latency (ms) | Images/s | Share of matmul | Peak memory (MB) |',
-                  '|---|---|--:|--:|--:|--:|--:|']
+                  '| Detector | Form | GFLOP | Latency (ms) | Images/s | Share of matmul | onnxruntime end to end '
+                  '(ms, share) | Peak memory (MB) |',
+                  '|---|---|--:|--:|--:|--:|--:|--:|']
         for row in result['detectors']:
             memory = row.get('memory', {}).get('peak_mb')
+            onnx = _fmt(row.get('onnx_ms'), '.0f') + (f' ({100 * row["onnx_matmul_share"]:.0f}%)'
+                                                       if 'onnx_matmul_share' in row else '')
             lines.append(f'| {row["model"]} | {row["form"]} | {row["gflop"]:.0f} | {row["latency_ms"]:.0f} | '
-                         f'{row["images_per_s"]:.2f} | {100 * row["matmul_share"]:.0f}% | {_fmt(memory, ".0f")} |')
+                         f'{row["images_per_s"]:.2f} | {100 * row["matmul_share"]:.0f}% | {onnx} | '
+                         f'{_fmt(memory, ".0f")} |')
+        agreeing = [row for row in result['detectors'] if 'onnx_agree' in row]
+        if agreeing:
+            lines += ['', 'onnxruntime end to end: the detector exported with its post-processing '
+                      '(mmvanilla.export.export_detector), on the same input; its detections against PyTorch\'s: ' +
+                      '; '.join(f'{row["model"]} {"agree" if row["onnx_agree"] else "DIFFER"} '
+                                f'({row["onnx_detections"]} detections)' for row in agreeing) + '.']
     if result['train_steps']:
         lines += ['', f'## Training step at {size}x{size} (forward, backward, SGD update)', '',
                   '| Model | Form | Batch | Step (ms) | Images/s | Kept for backward (MB) |',
