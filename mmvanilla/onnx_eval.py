@@ -143,6 +143,13 @@ def _detections(samples: list) -> list[dict]:
             for s in samples]
 
 
+def _check_labels(samples: list, classes: int, onnx_file: str) -> None:
+    labels = [int(s.pred_instances.labels.max()) for s in samples if len(s.pred_instances.labels)]
+    if classes and labels and max(labels) >= classes:
+        raise ValueError(f'{onnx_file} detects class {max(labels)}, but the config\'s test split has {classes} classes: '
+                         'use the config the file was exported from')
+
+
 def _metrics_asked(cfg: Config) -> set[str]:
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     asked = set()
@@ -204,6 +211,7 @@ def evaluate_onnx(cfg: Config, onnx_file: str, checkpoint: str | None = None, th
     evaluators = {name: Evaluator(copy.deepcopy(cfg.test_evaluator)) for name in backends}
     for evaluator in evaluators.values():
         evaluator.dataset_meta = loader.dataset.metainfo
+    classes = len(loader.dataset.metainfo.get('classes') or ())
     seconds = dict.fromkeys(backends, 0.0)
     agreement = [] if model is not None else None
     logger = MMLogger.get_current_instance()
@@ -222,6 +230,7 @@ def evaluate_onnx(cfg: Config, onnx_file: str, checkpoint: str | None = None, th
                     start = time.perf_counter()
                     results[name] = predict(data['inputs'], samples)
                     seconds[name] += time.perf_counter() - start
+                    _check_labels(results[name], classes, onnx_file)
                     evaluators[name].process(data_samples=results[name], data_batch=data)
                 if agreement is not None:
                     agreement.append(compare_detections(_detections(results['pytorch']),

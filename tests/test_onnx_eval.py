@@ -14,12 +14,12 @@ from .conftest import RETINANET, ROOT, run_tool
 MASK_RCNN = str(ROOT / 'configs/mask_rcnn_vanillanet_tiny_synthetic.py')
 
 
-def stub_detector(path, masks: bool = False):
+def stub_detector(path, masks: bool = False, label: int = 2):
     """An ONNX file with the end-to-end contract that detects, for one image, two fixed boxes (one padding row)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     values = dict(boxes=np.array([[[10, 20, 30, 40], [0, 0, 8, 8], [0, 0, 0, 0]]], np.float32),
-                  scores=np.array([[0.9, 0.6, 0.0]], np.float32), labels=np.array([[2, 0, -1]], np.int64),
+                  scores=np.array([[0.9, 0.6, 0.0]], np.float32), labels=np.array([[label, 0, -1]], np.int64),
                   num_detections=np.array([2], np.int64))
     if masks:
         values['masks'] = np.zeros((1, 3, 28, 28), np.float32)
@@ -46,6 +46,30 @@ def test_predictions_are_rescaled_to_the_original_image_and_masks_pasted_into_it
     assert predicted.masks.shape == (2, 128, 160) and predicted.masks.dtype == torch.bool
     assert predicted.masks[0, 50:70, 30:50].all() and not predicted.masks[0, :40].any()
     assert not predicted.masks[1].any()
+
+
+def tiny_split(tmp_path) -> Config:
+    """The tiny RetinaNet config on a fresh synthetic set of one validation image, read in the test process."""
+    from mmvanilla.datasets import generate_synthetic_coco
+    root = tmp_path / 'data'
+    generate_synthetic_coco(root, num_train=1, num_val=1, seed=3)
+    cfg = Config.fromfile(RETINANET)
+    cfg.test_dataloader.update(batch_size=1, num_workers=0, persistent_workers=False)
+    cfg.test_dataloader.dataset.data_root = f'{root}/'
+    cfg.test_evaluator.ann_file = f'{root}/annotations/instances_val.json'
+    cfg.work_dir = str(tmp_path / 'work')
+    return cfg
+
+
+def test_a_split_is_scored_with_the_configs_metric_and_a_foreign_file_is_named(tmp_path):
+    cfg = tiny_split(tmp_path)
+    result = evaluate_onnx(cfg, stub_detector(tmp_path / 'stub.onnx'), threads=1)
+    assert result['images'] == 1 and result['agreement'] is None and list(result['backends']) == ['onnxruntime']
+    metrics = result['backends']['onnxruntime']
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1 and metrics['ms_per_image'] > 0
+    assert '| onnxruntime |' in format_evaluation(result)
+    with pytest.raises(ValueError, match='seven.onnx detects class 7, but the config\'s test split has 4 classes'):
+        evaluate_onnx(cfg, stub_detector(tmp_path / 'seven.onnx', label=7), threads=1)
 
 
 def test_files_that_are_not_end_to_end_detectors_are_refused_with_the_fix(tmp_path):

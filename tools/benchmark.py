@@ -1,7 +1,8 @@
 """Measure VanillaNet's speed, FLOPs and memory next to ResNet-50, in one run on this machine.
 
     python tools/benchmark.py [--archs 5 9 13] [--batch 8] [--threads N] [--repeats 10] [--warmup 2]
-        [--device {cpu,cuda}] [--skip-detector] [--skip-onnx] [--skip-memory] [--skip-train-step] [--compile]
+        [--device {cpu,cuda}] [--skip-classification] [--skip-detector] [--skip-onnx] [--skip-memory]
+        [--skip-train-step] [--compile]
         [--skip-inference] [--skip-training] [--training-parts depthwise backbone detector classifier]
         [--out-dir work_dirs/benchmark] [--quick]
 
@@ -29,6 +30,8 @@ def main():
                         help='timed runs of the throughput batch, the training step and the detectors')
     parser.add_argument('--warmup', type=int, default=defaults.warmup, help='untimed runs before timing')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--skip-classification', action='store_true',
+                        help='no classification rows (neither --archs nor the ResNet-50 references)')
     parser.add_argument('--skip-detector', action='store_true', help='no RetinaNet at detection size')
     parser.add_argument('--skip-onnx', action='store_true', help='no onnxruntime latency')
     parser.add_argument('--skip-memory', action='store_true', help='no peak-memory measurement')
@@ -54,7 +57,8 @@ def main():
         if args.quick:
             settings = quick_settings(device=args.device, threads=args.threads, compiled=args.compile)
         else:
-            settings = BenchmarkSettings(archs=args.archs, **options)
+            settings = BenchmarkSettings(archs=[] if args.skip_classification else args.archs,
+                                         references=not args.skip_classification, **options)
         result = run_benchmark(settings)
         paths = write_report(result, args.out_dir)
     print(format_markdown(result))
