@@ -175,34 +175,39 @@ def onnx_latency(model: nn.Module, image_size: int, repeats: int, warmup: int, t
 def onnx_detector_latency(model: nn.Module, inputs, repeats: int, warmup: int, threads: int,
                           matmul: Callable[[], object]) -> dict:
     """Exports a detector end to end (:func:`mmvanilla.export.export_detector`) and times onnxruntime on the input
-    that PyTorch's ``predict`` is timed on; compares their detections on it.
+    that PyTorch's ``predict`` is timed on; compares their detection scores on it.
+
+    Only the scores are compared: random weights give boxes of nearly equal scores (RetinaNet's ties at float32's
+    resolution), which the two runtimes may rank differently. Box by box agreement is for real images and trained
+    weights (``tools/test_onnx.py``).
 
     Returns:
         dict: ``onnx_ms`` (median latency), ``onnx_matmul_s`` (the matmuls timed beside it), ``onnx_export_s``,
-        ``onnx_detections`` (PyTorch's) and ``onnx_agree`` (onnxruntime's detections agree box by box).
+        ``onnx_detections`` (onnxruntime's and PyTorch's numbers of detections) and ``onnx_score_diff`` (the largest
+        difference between their scores, best first; None when the numbers differ).
     """
     import copy
 
     from ..export import export_detector, onnxruntime_session
-    from ..export_detectors import compare_detections, detections_of
     x, samples = inputs
     feed = {'input': x.cpu().numpy(),
             'image_shape': torch.tensor([s.metainfo['img_shape'][:2] for s in samples]).numpy()}
     with tempfile.TemporaryDirectory() as tmp:
         path = osp.join(tmp, 'detector.onnx')
         start = time.perf_counter()
-        export_detector(model, path, input_shape=x.shape, check=False)  # checked below, on this input
+        export_detector(model, path, input_shape=x.shape, check=False)  # its detections are compared below
         export_s = time.perf_counter() - start
         session = onnxruntime_session(path, threads=threads, spinning=False)  # see onnx_latency
         times = time_interleaved(dict(onnx=lambda: session.run(None, feed), matmul=matmul), repeats, warmup)
-        outputs = session.run(None, feed)
+        _, scores, _, counts = session.run(None, feed)[:4]
         del session
     with torch.no_grad():
-        expected = [s.pred_instances for s in model.predict(x, copy.deepcopy(samples))]
-    comparison = compare_detections([dict(boxes=p.bboxes, scores=p.scores, labels=p.labels) for p in expected],
-                                    [{k: v for k, v in d.items() if k != 'masks'} for d in detections_of(outputs)])
+        expected = model.predict(x, copy.deepcopy(samples))[0].pred_instances.scores
+    got = torch.from_numpy(scores[0, :int(counts[0])])
+    diff = float((got - expected).abs().max()) if len(got) == len(expected) and len(got) else (
+        0.0 if len(got) == len(expected) else None)
     return dict(onnx_ms=_median(times['onnx']) * 1e3, onnx_matmul_s=times['matmul'], onnx_export_s=export_s,
-                onnx_detections=comparison['detections'], onnx_agree=comparison['first_disagreement'] is None)
+                onnx_detections=[len(got), len(expected)], onnx_score_diff=diff)
 
 
 def train_step_fn(model: nn.Module, batch: int, image_size: int, device: torch.device | str = 'cpu'):

@@ -90,12 +90,15 @@ def format_markdown(result: dict) -> str:
             lines.append(f'| {row["model"]} | {row["form"]} | {row["gflop"]:.0f} | {row["latency_ms"]:.0f} | '
                          f'{row["images_per_s"]:.2f} | {100 * row["matmul_share"]:.0f}% | {onnx} | '
                          f'{_fmt(memory, ".0f")} |')
-        agreeing = [row for row in result['detectors'] if 'onnx_agree' in row]
-        if agreeing:
+        exported = [row for row in result['detectors'] if 'onnx_detections' in row]
+        if exported:
             lines += ['', 'onnxruntime end to end: the detector exported with its post-processing '
-                      '(mmvanilla.export.export_detector), on the same input; its detections against PyTorch\'s: ' +
-                      '; '.join(f'{row["model"]} {"agree" if row["onnx_agree"] else "DIFFER"} '
-                                f'({row["onnx_detections"]} detections)' for row in agreeing) + '.']
+                      '(mmvanilla.export.export_detector), timed on the same input; its detections against PyTorch\'s '
+                      '(scores only: random weights give boxes of nearly equal scores, which may rank differently): ' +
+                      '; '.join(f'{row["model"]} {row["onnx_detections"][0]} vs {row["onnx_detections"][1]} '
+                                'detections' + ('' if row['onnx_score_diff'] is None else
+                                                f', scores within {row["onnx_score_diff"]:.1e}')
+                                for row in exported) + '.']
     if result['train_steps']:
         lines += ['', f'## Training step at {size}x{size} (forward, backward, SGD update)', '',
                   '| Model | Form | Batch | Step (ms) | Images/s | Kept for backward (MB) |',
