@@ -430,7 +430,12 @@ def export_detector(model: nn.Module, path: str | os.PathLike, input_shape: Sequ
             session = onnxruntime_session(tmp, threads=torch.get_num_threads())
             got, want = [], []
             for (x, image_shape), reference in zip(examples, references):
-                outputs = session.run(output_names, {'input': x.numpy(), 'image_shape': image_shape.numpy()})
+                try:
+                    outputs = session.run(output_names, {'input': x.numpy(), 'image_shape': image_shape.numpy()})
+                except Exception as e:  # noqa: BLE001  onnxruntime's own error types
+                    raise RuntimeError(f'onnxruntime could not run the exported {type(model).__name__} on an input of '
+                                       f'shape {list(x.shape)} ({str(e).splitlines()[0][:300]}); {path} was not '
+                                       'written. Report the model and torch/onnxruntime versions.') from None
                 got += detections_of(outputs)
                 want += detections_of(reference)
             del session

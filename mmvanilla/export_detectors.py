@@ -195,6 +195,21 @@ def _best(kept: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return values, class_of[index], box_of[index], valid
 
 
+def _shifted_by_class(boxes: Tensor, classes: Tensor, valid: Tensor) -> Tensor:
+    """The boxes mmdet's ``batched_nms`` runs NMS on: each shifted by its class times (the image's largest valid
+    coordinate + 1). NMS per class needs no shift, but float32 rounds the shifted coordinates, and IoUs of the same
+    numbers as mmdet's decide the same near the threshold.
+
+    Args:
+        boxes (Tensor): ``(N, ..., 4)``.
+        classes (Tensor): The class of each box, broadcasting with ``boxes[..., 0]``.
+        valid (Tensor): ``(N, ...)``, the boxes that are candidates.
+    """
+    largest = torch.where(valid[..., None], boxes, _NEG_INF).amax(dim=tuple(range(1, boxes.dim())), keepdim=True)
+    largest = torch.where(largest > _NEG_INF, largest, 0)  # an image without candidates
+    return boxes + classes.to(boxes.dtype)[..., None] * (largest + 1)
+
+
 def _by_class(scores: Tensor, labels: Tensor, valid: Tensor, num_classes: int) -> Tensor:
     """``(N, C, K)`` scores of each candidate under its own class only, ``-inf`` elsewhere and for invalid ones."""
     classes = torch.arange(num_classes, device=labels.device)[None, :, None]
@@ -285,35 +300,33 @@ class End2EndSingleStage(nn.Module):
         found = _candidates(head, *outs, self.nms_pre, image_shape)
         boxes, scores = found['boxes'], found['scores']
         valid = (scores > self.score_thr) & _larger_than(boxes, self.min_bbox_size)
-        kept = _nms_kept(boxes, _by_class(scores, found['labels'], valid, head.num_classes), self.iou_threshold)
+        kept = _nms_kept(_shifted_by_class(boxes, found['labels'], valid),
+                         _by_class(scores, found['labels'], valid, head.num_classes), self.iou_threshold)
         values, labels, index, valid = _best(kept, self.max_per_img)
         return _detections(values, _gather(boxes, index), labels, valid)
 
 
-def _roi_features(extractor: nn.Module, feats: tuple[Tensor, ...], boxes: Tensor) -> Tensor:
-    """mmdet's ``SingleRoIExtractor`` on ``(N, P, 4)`` boxes: each box from the level its size maps to. Every level
-    runs on every box, the boxes of other levels replaced by empty ones (which sample nothing), so that shapes stay
-    static."""
-    n, count = boxes.shape[:2]
-    batch_indices = torch.arange(n, device=boxes.device)[:, None].expand(n, count).reshape(-1)
-    rois = boxes.reshape(-1, 4)
+def _roi_features(extractor: nn.Module, feats: tuple[Tensor, ...], rois: Tensor, batch_indices: Tensor) -> Tensor:
+    """mmdet's ``SingleRoIExtractor``: each box ``(R, 4)`` of image ``batch_indices`` (``(R,)``) from the level its size
+    maps to."""
     layers = extractor.roi_layers
     height, width = layers[0].output_size
 
-    def align(level: int, boxes: Tensor) -> Tensor:
+    def align(level: int, boxes: Tensor, images: Tensor) -> Tensor:
         layer = layers[level]
-        return torch.ops.mmvanilla.roi_align(feats[level], boxes, batch_indices, height, width,
+        return torch.ops.mmvanilla.roi_align(feats[level], boxes, images, height, width,
                                              float(layer.spatial_scale), int(layer.sampling_ratio))
 
     if len(layers) == 1:
-        return align(0, rois)
+        return align(0, rois, batch_indices)
     levels = extractor.map_roi_levels(torch.cat([batch_indices[:, None].to(rois), rois], 1), len(layers))
-    out = None
+    parts, order = [], []
     for level in range(len(layers)):
-        here = levels == level
-        part = align(level, torch.where(here[:, None], rois, 0))
-        out = part if out is None else torch.where(here[:, None, None, None], part, out)
-    return out
+        index = torch.nonzero(levels == level).squeeze(1)
+        parts.append(align(level, rois[index], batch_indices[index]))
+        order.append(index)
+    # Back in the boxes' order: one gather by the inverse permutation (a scatter per level costs more).
+    return torch.cat(parts)[torch.argsort(torch.cat(order))]
 
 
 class End2EndTwoStage(nn.Module):
@@ -343,8 +356,8 @@ class End2EndTwoStage(nn.Module):
         boxes = found['boxes']
         valid = _larger_than(boxes, self.rpn_min_bbox_size)
         # NMS within each level, as mmdet's RPN (the level as the class)
-        kept = _nms_kept(boxes, _by_class(found['scores'], found['levels'], valid, len(cls_scores)),
-                         self.rpn_iou_threshold)
+        kept = _nms_kept(_shifted_by_class(boxes, found['levels'], valid),
+                         _by_class(found['scores'], found['levels'], valid, len(cls_scores)), self.rpn_iou_threshold)
         _, _, index, valid = _best(kept, self.num_proposals)
         return _gather(boxes, index), valid
 
@@ -354,7 +367,9 @@ class End2EndTwoStage(nn.Module):
         feats = detector.extract_feat(input)
         proposals, proposal_valid = self.proposals(feats, image_shape)
         n, count = proposals.shape[:2]
-        cls_score, bbox_pred = roi_head.bbox_head(_roi_features(roi_head.bbox_roi_extractor, feats, proposals))
+        batch_indices = torch.arange(n, device=input.device)[:, None].expand(n, count).reshape(-1)
+        cls_score, bbox_pred = roi_head.bbox_head(
+            _roi_features(roi_head.bbox_roi_extractor, feats, proposals.reshape(-1, 4), batch_indices))
         scores = cls_score.softmax(-1)[:, :-1].reshape(n, count, -1)
         num_classes = scores.shape[-1]
         deltas = bbox_pred.reshape(n, count, -1, roi_head.bbox_head.bbox_coder.encode_size)
@@ -362,9 +377,11 @@ class End2EndTwoStage(nn.Module):
         boxes = boxes.expand(n, count, num_classes, 4)
         valid = (scores > self.score_thr) & proposal_valid[..., None]
         # NMS per class, each (image, class) as a batch of ONNX's NonMaxSuppression with its own boxes
-        boxes = boxes.permute(0, 2, 1, 3).reshape(n * num_classes, count, 4)
+        shifted = _shifted_by_class(boxes, torch.arange(num_classes, device=boxes.device), valid)
         scores = torch.where(valid, scores, _NEG_INF).permute(0, 2, 1).reshape(n * num_classes, 1, count)
-        kept = _nms_kept(boxes, scores, self.iou_threshold).reshape(n, num_classes, count)
+        kept = _nms_kept(shifted.permute(0, 2, 1, 3).reshape(n * num_classes, count, 4), scores,
+                         self.iou_threshold).reshape(n, num_classes, count)
+        boxes = boxes.permute(0, 2, 1, 3)
         values, labels, index, valid = _best(kept, self.max_per_img)
         boxes = _gather(boxes.reshape(n, num_classes * count, 4), labels * count + index)
         outputs = _detections(values, boxes, labels, valid)
@@ -373,16 +390,24 @@ class End2EndTwoStage(nn.Module):
         return outputs
 
     def masks(self, feats: tuple[Tensor, ...], boxes: Tensor, labels: Tensor) -> Tensor:
-        """The mask head's probabilities ``(N, D, h, w)`` for each detection's class, in its box."""
+        """The mask head's probabilities ``(N, D, h, w)`` for each detection's class, in its box (zeros for padding:
+        the head runs on the detections only)."""
         roi_head = self.detector.roi_head
         n, count = boxes.shape[:2]
-        mask_preds = roi_head.mask_head(_roi_features(roi_head.mask_roi_extractor, feats, boxes))
+        labels = labels.reshape(-1)
+        index = torch.nonzero(labels >= 0).squeeze(1)
+        # One more row (row 0, dropped below): onnxruntime cannot run the head's GroupNorm reshapes on no rows.
+        rows = torch.cat([index, index.new_zeros(1)])
+        images = torch.div(rows, count, rounding_mode='floor')
+        mask_preds = roi_head.mask_head(
+            _roi_features(roi_head.mask_roi_extractor, feats, boxes.reshape(-1, 4)[rows], images))
         if roi_head.mask_head.class_agnostic:
-            mask_preds = mask_preds[:, 0]
+            mask_preds = mask_preds[:-1, 0]
         else:
-            index = labels.reshape(-1).clamp(min=0)[:, None, None, None]
-            mask_preds = mask_preds.gather(1, index.expand(-1, 1, *mask_preds.shape[2:]))[:, 0]
-        return mask_preds.sigmoid().reshape(n, count, *mask_preds.shape[1:])
+            channel = labels.clamp(min=0)[rows][:, None, None, None].expand(-1, 1, *mask_preds.shape[2:])
+            mask_preds = mask_preds.gather(1, channel)[:-1, 0]
+        masks = mask_preds.new_zeros((n * count, *mask_preds.shape[1:]))
+        return masks.index_put((index,), mask_preds.sigmoid()).reshape(n, count, *mask_preds.shape[1:])
 
 
 def _overridden(obj, base: type, *methods: str) -> list[str]:
