@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import NamedTuple
 
 import torch
@@ -16,10 +17,10 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 from torch import nn
 
-from .checkpoint import (CheckpointFit, describe_checkpoint, fit_of, is_deploy_checkpoint, read_checkpoint,
-                         state_dict_from_checkpoint, weights_of)
+from .checkpoint import (CheckpointFit, check_finite, describe_checkpoint, fit_of, is_deploy_checkpoint,
+                         read_checkpoint, state_dict_from_checkpoint, weights_of)
 
-__all__ = ['LoadedModel', 'build_model', 'check_checkpoint_fits', 'init_model', 'load_model']
+__all__ = ['LoadedModel', 'build_model', 'check_checkpoint_fits', 'check_model_builds', 'init_model', 'load_model']
 
 
 def build_model(cfg: Config, deploy: bool = False) -> nn.Module:
@@ -43,6 +44,30 @@ def build_model(cfg: Config, deploy: bool = False) -> nn.Module:
     return MODELS.build(cfg.model)
 
 
+_REGISTRY_PREFIX = re.compile(r'class `(\w+)` in [^:]+: ')
+
+
+def check_model_builds(cfg: Config) -> None:
+    """Builds ``cfg.model`` on the meta device (no memory, no weights), so that a setting the model refuses is
+    named in one line before a run writes anything (mmengine's runner builds the model after creating its work
+    dir, log and config dump).
+
+    Raises:
+        ValueError: the model cannot be built from these settings; the message is the innermost class's, with the
+            class named.
+    """
+    try:
+        with torch.device('meta'):
+            build_model(cfg)
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as e:
+        text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        classes = _REGISTRY_PREFIX.findall(text)
+        inner = _REGISTRY_PREFIX.sub('', text).strip() or type(e).__name__
+        where = f'{classes[-1]}: ' if classes and not inner.startswith(classes[-1]) else ''
+        raise ValueError(f'the model cannot be built from the config: {where}{inner}; fix that setting in the config '
+                         'or with --cfg-options') from None
+
+
 class LoadedModel(NamedTuple):
     """What :func:`load_model` gives: the model (eval mode), which weights were loaded (e.g. ``'EMA weights
     (state_dict)'``), whether the checkpoint is in deploy form, and the checkpoint's ``meta``."""
@@ -54,6 +79,7 @@ class LoadedModel(NamedTuple):
 
 def _load(cfg: Config, checkpoint: dict, path: str, use_ema: bool) -> LoadedModel:
     state_dict, source = state_dict_from_checkpoint(checkpoint, use_ema)
+    check_finite(state_dict, path)
     deploy = is_deploy_checkpoint(checkpoint, state_dict, path)
     model = build_model(cfg, deploy=deploy)
     try:
@@ -156,10 +182,12 @@ def check_checkpoint_fits(cfg: Config, path: str, purpose: str = 'evaluate') -> 
             fit.
     """
     checkpoint = read_checkpoint(path)
+    weights = weights_of(checkpoint)
+    check_finite(weights, path)
     with torch.device('meta'):
         model = build_model(cfg)
     try:
-        fit = fit_of(model, dict(weights_of(checkpoint)))
+        fit = fit_of(model, dict(weights))
     except ValueError as e:  # VanillaNet's own check: another arch, act_num or form
         raise ValueError(f'{path} does not fit the config: {e}') from None
     refused = not fit.fits if purpose != 'load_from' else bool(fit['missing'])
