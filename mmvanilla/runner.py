@@ -18,6 +18,7 @@ import json
 import os
 import os.path as osp
 import re
+import signal
 import sys
 import time
 
@@ -34,7 +35,8 @@ from .apis import check_checkpoint_fits, check_model_builds
 from .checkpoint import describe_checkpoint, is_complete_checkpoint, read_checkpoint
 from .data_checks import check_data, check_show_dir
 from .engine.hooks import NonFiniteLoss, NonFiniteLossHook
-from .engine.interrupts import Interrupted, StopOnSignalHook, raise_if_interrupted, stop_on_signals
+from .engine.interrupts import (Interrupted, StopOnSignalHook, raise_if_interrupted, received_signal,
+                                signal_takes_precedence, stop_on_signals)
 from .models.utils import get_act_lambda
 from .outputs import atomic_output, check_output, describe_missing
 from .work_dir import check_work_dir_free, hold_work_dir
@@ -335,7 +337,7 @@ def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto
         if not allow_nonfinite_loss:
             runner.register_hook(NonFiniteLossHook())
         try:
-            with _explained_run_errors(cfg.load_from if cfg.get('resume') else None):
+            with signal_takes_precedence(), _explained_run_errors(cfg.load_from if cfg.get('resume') else None):
                 runner.train()
             raise_if_interrupted()  # a signal whose exception was lost after the last iteration
         except KeyboardInterrupt as e:
@@ -376,7 +378,7 @@ def test(cfg: Config, checkpoint: str, show_dir: str | None = None, metrics_out:
         runner = AtomicCheckpointRunner.from_cfg(cfg)
         runner.register_hook(StopOnSignalHook())
         start = time.perf_counter()
-        with _explained_run_errors():
+        with signal_takes_precedence(), _explained_run_errors():
             metrics = dict(runner.test())
         raise_if_interrupted()
     seconds = time.perf_counter() - start
@@ -410,12 +412,20 @@ def clear_errors():
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         if os.environ.get('MMVANILLA_DEBUG'):
             raise
+        if received_signal() is not None:  # an error that followed a signal (e.g. its workers ended by it)
+            _exit_interrupted(Interrupted(received_signal()))
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'error: {message}', file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         if os.environ.get('MMVANILLA_DEBUG'):
             raise
-        signal_name = e.name if isinstance(e, Interrupted) else 'SIGINT'
-        print(f'interrupted ({signal_name})', file=sys.stderr)
-        sys.exit(e.exit_status if isinstance(e, Interrupted) else 130)
+        _exit_interrupted(e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT))
+
+
+def _exit_interrupted(interrupted: Interrupted) -> None:
+    # The DataLoader workers may have ended of the same signal: PyTorch's SIGCHLD handler would report each, even
+    # while Python exits.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    print(f'interrupted ({interrupted.name})', file=sys.stderr)
+    sys.exit(interrupted.exit_status)

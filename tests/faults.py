@@ -6,8 +6,11 @@ FAULT is ``WHAT@MOMENT[:N]``, at the N-th such moment (default 1). WHAT is a sig
 sent to the process itself, or to its whole process group with ``@MOMENT-group`` (as Ctrl-C in a terminal), or
 ``ENOSPC``, a full disk. MOMENT is one of:
 
-- ``fork``: inside an at-fork handler in the parent, right after a DataLoader forked a worker: where CPython
-  discards the exception a signal raises;
+- ``fork``: inside an at-fork handler in the parent, right after a DataLoader forked a worker (the N-th worker
+  started): where CPython discards the exception a signal raises;
+- ``fork-child``: from that new worker, to the whole group, with the signal's default action restored in the worker
+  first (as PyTorch's worker does for a signal from outside): the worker dies of it, as a cluster scheduler's
+  SIGTERM to a job kills its workers;
 - ``val``: at an iteration of a validation (the second of each);
 - ``save``: in the middle of writing a checkpoint, half of its bytes written.
 
@@ -20,11 +23,35 @@ import signal
 import sys
 
 
-def _at_fork(send) -> None:
-    # Registered after mmvanilla's own at-fork handlers, so that it runs after them in the parent: the signal
-    # arrives inside an at-fork handler, where Python discards the exception it raises.
+def _worker_forks(in_parent=None, in_child=None) -> None:
+    """Calls ``in_parent(n)`` in the parent and ``in_child(n)`` in the child after the n-th fork that a DataLoader
+    makes to start a worker (not the other forks of a run, such as mmengine's ``git`` subprocess)."""
+    # Registered after mmvanilla's own at-fork handlers, so that it runs after them in the parent: a signal sent
+    # there arrives inside an at-fork handler, where Python discards the exception it raises.
     import mmvanilla.engine.interrupts  # noqa: F401
-    os.register_at_fork(after_in_parent=send)
+    from torch.utils.data import dataloader
+    starting, forks = [], []
+    init = dataloader._MultiProcessingDataLoaderIter.__init__
+
+    def starting_workers(self, *args, **kwargs):
+        starting.append(1)
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            starting.pop()
+
+    def after_in_parent():
+        if starting:
+            forks.append(1)
+            if in_parent:
+                in_parent(len(forks))
+
+    def after_in_child():
+        if starting and in_child:
+            in_child(len(forks) + 1)  # the parent counts this fork after it
+
+    dataloader._MultiProcessingDataLoaderIter.__init__ = starting_workers
+    os.register_at_fork(after_in_parent=after_in_parent, after_in_child=after_in_child)
 
 
 def _in_val(send) -> None:
@@ -59,14 +86,11 @@ def _disk_full():
 def install(fault: str) -> None:
     what, _, moment = fault.partition('@')
     moment, _, nth = moment.partition(':')
+    nth = int(nth or 1)
     group = moment.endswith('-group')
     moment = moment.removesuffix('-group')
-    count = []
 
-    def send():
-        count.append(1)
-        if len(count) != int(nth or 1):
-            return
+    def deliver():
         if what == 'ENOSPC':
             _disk_full()
         elif group:
@@ -74,7 +98,26 @@ def install(fault: str) -> None:
         else:
             os.kill(os.getpid(), getattr(signal, what))
 
-    {'fork': _at_fork, 'val': _in_val, 'save': _in_save}[moment](send)
+    def nth_time(n):
+        if n == nth:
+            deliver()
+
+    def from_the_worker(n):
+        if n == nth:
+            signal.signal(getattr(signal, what), signal.SIG_DFL)
+            os.killpg(os.getpgid(0), getattr(signal, what))
+
+    if moment == 'fork':
+        _worker_forks(in_parent=nth_time)
+    elif moment == 'fork-child':
+        _worker_forks(in_child=from_the_worker)
+    else:
+        count = []
+
+        def send():
+            count.append(1)
+            nth_time(len(count))
+        {'val': _in_val, 'save': _in_save}[moment](send)
 
 
 if __name__ == '__main__':

@@ -31,11 +31,13 @@ OPTIONS = ['--cfg-options', 'train_dataloader.batch_size=8', 'val_dataloader.bat
            'custom_hooks.0.decay_epochs=1', 'default_hooks.checkpoint.interval=1',
            'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1']
 # fault (tests/faults.py) -> exit status. The first fork is the training DataLoader's; the second, the validation
-# DataLoader's, comes after epoch_1.pth was saved. The second save is epoch_2.pth's.
+# DataLoader's, comes after epoch_1.pth was saved. The second save is epoch_2.pth's. In fork-child, the new worker
+# sends the signal to the group and dies of it.
 MOMENTS = {
     'SIGINT@fork:2': 130,
     'SIGINT@fork-group:2': 130,
     'SIGTERM@fork-group:2': 143,
+    'SIGTERM@fork-child:2': 143,
     'SIGINT@val': 130,
     'SIGTERM@val': 143,
     'SIGINT@save:2': 130,

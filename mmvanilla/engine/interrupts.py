@@ -27,7 +27,8 @@ from collections.abc import Iterator
 
 from mmengine.hooks import Hook
 
-__all__ = ['Interrupted', 'StopOnSignalHook', 'raise_if_interrupted', 'stop_on_signals']
+__all__ = ['Interrupted', 'StopOnSignalHook', 'raise_if_interrupted', 'received_signal', 'signal_takes_precedence',
+           'stop_on_signals']
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -48,6 +49,7 @@ class Interrupted(KeyboardInterrupt):
 
 _received: list[int] = []  # the signals received under stop_on_signals, first first
 _owner: int | None = None  # the process that installed the handlers: forked children have another pid
+_received_by: int | None = None  # the process _received belongs to (it outlives the block, for the tools' exit)
 _forking = False  # between os.fork's before and after-in-parent handlers, where an exception would be discarded
 _deferred = False  # from an epoch's start to its first batch: StopOnSignalHook raises at the first iteration
 
@@ -86,6 +88,25 @@ def raise_if_interrupted() -> None:
         raise Interrupted(_received[0])
 
 
+def received_signal() -> int | None:
+    """The first signal received in this process under the last :func:`stop_on_signals` block, or None."""
+    return _received[0] if _received and os.getpid() == _received_by else None
+
+
+@contextlib.contextmanager
+def signal_takes_precedence() -> Iterator[None]:
+    """An error raised after a signal was received becomes that signal's :class:`Interrupted`: a signal sent to
+    the whole process group also stops the DataLoader workers (PyTorch's own SIGTERM handler ends them), and the
+    main process may meet their end ("DataLoader worker exited unexpectedly") before its own handler raises."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001  re-raised unless a signal came first
+        signum = received_signal()
+        if signum is None:
+            raise
+        raise Interrupted(signum) from error
+
+
 @contextlib.contextmanager
 def stop_on_signals(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` in this process and are recorded for
@@ -94,13 +115,13 @@ def stop_on_signals(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
     Outside the main thread (where Python cannot set handlers) the block runs with the handlers as they are; inside
     another such block it changes nothing.
     """
-    global _owner
+    global _owner, _received_by
     if threading.current_thread() is not threading.main_thread() or _owner == os.getpid():
         yield  # no handlers can be set here, or they are set already (an outer block)
         return
     previous = {signum: signal.getsignal(signum) for signum in signals}
     _received.clear()
-    _owner = os.getpid()
+    _owner = _received_by = os.getpid()
     try:
         for signum in signals:
             signal.signal(signum, _handler)

@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from mmvanilla.engine.interrupts import Interrupted, StopOnSignalHook, raise_if_interrupted, stop_on_signals
+from mmvanilla.engine.interrupts import (Interrupted, StopOnSignalHook, raise_if_interrupted, received_signal,
+                                        signal_takes_precedence, stop_on_signals)
 
 
 @pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -72,3 +73,20 @@ def test_outside_the_block_nothing_is_recorded_or_raised():
     hook = StopOnSignalHook()
     hook.before_train_iter(runner=None, batch_idx=0)
     raise_if_interrupted()
+
+
+def test_an_error_that_follows_a_signal_is_reported_as_that_signal():
+    """A signal to the whole group also ends the DataLoader workers; the main process may meet their end first."""
+    hook = StopOnSignalHook()
+    with pytest.raises(Interrupted) as raised:
+        with stop_on_signals():
+            hook.before_val_epoch(runner=None)  # the DataLoader starts its worker: the signal is recorded only
+            os.kill(os.getpid(), signal.SIGTERM)
+            with signal_takes_precedence():
+                raise RuntimeError('DataLoader worker (pid(s) 4242) exited unexpectedly')
+    assert raised.value.signum == signal.SIGTERM and isinstance(raised.value.__cause__, RuntimeError)
+    assert received_signal() == signal.SIGTERM  # still known to the tool that reports it
+    with pytest.raises(RuntimeError, match='no signal came first'):
+        with stop_on_signals(), signal_takes_precedence():
+            raise RuntimeError('no signal came first')
+    assert received_signal() is None
