@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mmvanilla.cli import TOOLS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,7 +20,7 @@ def wheel(tmp_path_factory):
     source = tmp_path_factory.mktemp('source')
     for name in ('pyproject.toml', 'setup.py', 'MANIFEST.in', 'model-index.yml', 'README.md'):
         shutil.copy2(ROOT / name, source / name)
-    for name in ('mmvanilla', 'configs'):
+    for name in ('mmvanilla', 'configs', 'tools'):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns('__pycache__', '.mim'))
     out = tmp_path_factory.mktemp('wheel')
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
@@ -41,11 +43,21 @@ def test_the_wheel_carries_every_config_as_it_is(wheel):
     configs = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '__pycache__' not in p.parts)
     assert ROOT / 'configs/_base_/datasets/synthetic_coco_detection.py' in configs
     with zipfile.ZipFile(wheel) as archive:
-        packed = {name: archive.read(name) for name in archive.namelist() if name.startswith('mmvanilla/.mim/')}
+        packed = {name: archive.read(name) for name in archive.namelist() if name.startswith('mmvanilla/.mim/')
+                  and not name.startswith('mmvanilla/.mim/tools/')}
     expected = {f'mmvanilla/.mim/configs/{p.relative_to(ROOT / "configs").as_posix()}': p.read_bytes()
                 for p in configs}
     expected['mmvanilla/.mim/model-index.yml'] = (ROOT / 'model-index.yml').read_bytes()
     assert packed == expected
+
+
+def test_the_wheel_carries_the_users_tools_and_leaves_the_checkouts_set_up_out(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name[len('mmvanilla/.mim/tools/'):]: archive.read(name) for name in archive.namelist()
+                  if name.startswith('mmvanilla/.mim/tools/')}
+    assert {file for file, _ in TOOLS.values()} <= packed.keys()
+    assert 'setup_env.sh' not in packed and 'mmcv_ops.py' not in packed
+    assert all(packed[name] == (ROOT / 'tools' / name).read_bytes() for name in packed)
 
 
 def test_a_users_config_inherits_a_packed_config_after_pip_install(wheel, tmp_path):
