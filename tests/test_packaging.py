@@ -40,8 +40,9 @@ def test_the_wheel_carries_the_package_as_it_is(wheel):
 
 
 def test_the_wheel_carries_every_config_as_it_is(wheel):
-    configs = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '__pycache__' not in p.parts)
+    configs = sorted(p for p in (ROOT / 'configs').rglob('*') if p.is_file() and '__pycache__' not in p.parts)
     assert ROOT / 'configs/_base_/datasets/synthetic_coco_detection.py' in configs
+    assert ROOT / 'configs/metafiles/vanillanet_imagenet.yml' in configs
     with zipfile.ZipFile(wheel) as archive:
         packed = {name: archive.read(name) for name in archive.namelist() if name.startswith('mmvanilla/.mim/')
                   and not name.startswith('mmvanilla/.mim/tools/')}
