@@ -1,5 +1,6 @@
 """Optional dependencies (mmvanilla/extras.py) and what an older torch lacks: each missing piece is named in one
 line, with the extra or the torch that brings it."""
+import re
 import subprocess
 import sys
 
@@ -41,7 +42,7 @@ def test_a_torch_without_the_exporter_refuses_the_export_in_one_line(tmp_path):
     net = VanillaNetClassifier(TINY, num_classes=3)
     net.set_act_lambda(1.0)
     with pytest.raises(RuntimeError, match=rf'^ONNX export needs torch 2.6 or later .*this is torch '
-                                           rf'{torch.__version__}'):
+                                           rf'{re.escape(torch.__version__)}'):
         export_onnx(net, tmp_path / 'net.onnx', input_shape=(1, 3, 32, 32))
     assert not (tmp_path / 'net.onnx').exists()
 
