@@ -9,7 +9,8 @@ say what a loaded checkpoint holds; :func:`fit_of` how it fits a model (:func:`m
 builds the model from a config). :func:`convert_checkpoint_file` reads a file of the paper's code and writes it in
 our names (the key mapping itself is :mod:`mmvanilla.models.official`).
 
-Safe loading on torch >= 2.6, where ``torch.load`` defaults to ``weights_only=True``:
+Safe loading (``weights_only``, asked for explicitly: torch < 2.6 does not default to it; on torch < 2.4, whose
+allowlist is fixed, through :mod:`mmvanilla.weights_only`):
 
 mmengine's runner checkpoints hold a few non-tensor objects (the message hub's ``HistoryBuffer`` and the numpy
 arrays and scalars inside it). Rather than turning the check off, :func:`register_safe_globals` adds exactly these
@@ -40,6 +41,7 @@ from mmengine.logging import HistoryBuffer
 
 from .models.official import convert_official_checkpoint
 from .outputs import atomic_output, check_output, describe_missing
+from .weights_only import ALLOWLIST_EXTENSIBLE, load_weights_only
 
 __all__ = ['CheckpointFit', 'check_finite', 'compare_keys', 'convert_checkpoint_file', 'describe_checkpoint', 'fit_of',
            'history_buffer_getattr', 'is_complete_checkpoint', 'is_deploy_checkpoint', 'read_checkpoint',
@@ -47,7 +49,7 @@ __all__ = ['CheckpointFit', 'check_finite', 'compare_keys', 'convert_checkpoint_
 
 
 def _numpy_safe_globals() -> list:
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    multiarray = getattr(getattr(np, '_core', None), 'multiarray', None) or np.core.multiarray  # numpy 2, numpy 1
     dtype_classes = [type(np.dtype(name)) for name in (
         'bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64',
         'float16', 'float32', 'float64')]
@@ -82,8 +84,10 @@ def safe_globals() -> list:
 
 
 def register_safe_globals() -> None:
-    """Adds :func:`safe_globals` to torch's ``weights_only`` allowlist (idempotent)."""
-    torch.serialization.add_safe_globals(safe_globals())
+    """Adds :func:`safe_globals` to torch's ``weights_only`` allowlist (idempotent), where torch has one (>= 2.4);
+    on an older torch, :func:`read_checkpoint` allows them itself (:mod:`mmvanilla.weights_only`)."""
+    if ALLOWLIST_EXTENSIBLE:
+        torch.serialization.add_safe_globals(safe_globals())
 
 
 _ZIP_MAGIC = b'PK\x03\x04'
@@ -136,9 +140,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not is_complete_checkpoint(path):
         raise ValueError(f'checkpoint {path} is incomplete (the end of its zip archive is missing): its saving was '
                          f'cut short or the copy is partial; {_ANOTHER_CHECKPOINT}')
-    from mmengine.runner.checkpoint import _load_checkpoint
     try:
-        checkpoint = _load_checkpoint(path, map_location='cpu')
+        checkpoint = load_weights_only(path, safe_globals())
     except pickle.UnpicklingError as e:
         refused = _REFUSED_GLOBAL.search(str(e))
         if refused:

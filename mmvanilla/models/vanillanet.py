@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from ..ops import fast_max_pool_applies, max_pool2d
+from ..ops import fast_max_pool_applies, is_compiling, max_pool2d
 from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, RectifiedSeriesActivation, SeriesActivation, check_act_lambda
 from .official import adapt_official_state_dict, check_checkpoint_form
 from .utils import check_lambda_one
@@ -287,7 +287,7 @@ class VanillaNet(BaseModule):
 
     def _run(self, block_index: int, block: nn.Module, x: Tensor) -> Tensor:
         if self._checkpoints(block_index) and self.training and torch.is_grad_enabled():
-            if torch.compiler.is_compiling():
+            if is_compiling():
                 # A compiled graph recomputes the block's arithmetic only: its statistics' updates happen once.
                 return checkpoint(block, x, use_reentrant=False)
             return checkpoint(block, x, use_reentrant=False,
@@ -295,7 +295,7 @@ class VanillaNet(BaseModule):
         return block(x)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or is_compiling()):
             self._check_input(x)
         x = self._run(-1, self.stem, x)
         outs = {}
