@@ -4,8 +4,9 @@ Importing this package registers everything: the ``VanillaNet`` backbone, ``Vani
 ``ImageClassifier`` in mmdet's ``MODELS``, the ``DeepTrainingHook`` in its ``HOOKS``, the layer-decay optimizer
 constructor, timm's LAMB and losses, ``ImageFolderDataset``, the ``Accuracy`` metric, the ``vanillanet_*`` timm
 models, the allowlist that lets mmengine's runner checkpoints through torch's ``weights_only`` loader, and the
-package's name in mmengine's table of config packages, so that a config read after this import can inherit the
-packaged configs as ``_base_ = 'mmvanilla::deploy/...'`` or ``'mmvanilla::_base_/...'``.
+package in mmengine's table of config packages, so that a config read after this import can inherit the packaged
+configs as ``_base_ = 'mmvanilla::deploy/...'`` or ``'mmvanilla::_base_/...'`` (in a wheel and in an editable install
+alike: :mod:`mmvanilla.packaged`).
 """
 from mmengine.config.utils import MODULE2PACKAGE
 
@@ -15,11 +16,12 @@ from .engine import DeepTrainingHook, VanillaNetLayerDecayOptimWrapperConstructo
 from .evaluation import Accuracy
 from .models import ImageClassifier, VanillaNet, VanillaNetClassifier
 from .models import timm_models  # noqa: F401  (registers vanillanet_5 ... with timm)
+from .packaged import LOCATOR
 
 __version__ = '0.1.0'
 
 register_safe_globals()
-MODULE2PACKAGE.setdefault('mmvanilla', 'mmvanilla')  # mmengine resolves `package::` only for the names listed there
+MODULE2PACKAGE['mmvanilla'] = LOCATOR  # mmengine resolves `package::` only for the names listed there
 
 __all__ = ['Accuracy', 'DeepTrainingHook', 'ImageClassifier', 'ImageFolderDataset', 'VanillaNet',
            'VanillaNetClassifier', 'VanillaNetLayerDecayOptimWrapperConstructor', '__version__',

@@ -9,7 +9,8 @@ say what a loaded checkpoint holds; :func:`fit_of` how it fits a model (:func:`m
 builds the model from a config). :func:`convert_checkpoint_file` reads a file of the paper's code and writes it in
 our names (the key mapping itself is :mod:`mmvanilla.models.official`).
 
-Safe loading on torch >= 2.6, where ``torch.load`` defaults to ``weights_only=True``:
+Safe loading (``weights_only``, asked for explicitly: torch < 2.6 does not default to it; on torch < 2.4, whose
+allowlist is fixed, through :mod:`mmvanilla.weights_only`):
 
 mmengine's runner checkpoints hold a few non-tensor objects (the message hub's ``HistoryBuffer`` and the numpy
 arrays and scalars inside it). Rather than turning the check off, :func:`register_safe_globals` adds exactly these
@@ -32,21 +33,23 @@ import os.path as osp
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
 from .models.official import convert_official_checkpoint
-from .outputs import atomic_output, check_output
+from .outputs import atomic_output, check_output, describe_missing
+from .weights_only import ALLOWLIST_EXTENSIBLE, load_weights_only
 
-__all__ = ['CheckpointFit', 'compare_keys', 'convert_checkpoint_file', 'describe_checkpoint', 'fit_of',
+__all__ = ['CheckpointFit', 'check_finite', 'compare_keys', 'convert_checkpoint_file', 'describe_checkpoint', 'fit_of',
            'history_buffer_getattr', 'is_complete_checkpoint', 'is_deploy_checkpoint', 'read_checkpoint',
            'register_safe_globals', 'safe_globals', 'save_checkpoint', 'state_dict_from_checkpoint', 'weights_of']
 
 
 def _numpy_safe_globals() -> list:
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    multiarray = getattr(getattr(np, '_core', None), 'multiarray', None) or np.core.multiarray  # numpy 2, numpy 1
     dtype_classes = [type(np.dtype(name)) for name in (
         'bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64',
         'float16', 'float32', 'float64')]
@@ -81,8 +84,10 @@ def safe_globals() -> list:
 
 
 def register_safe_globals() -> None:
-    """Adds :func:`safe_globals` to torch's ``weights_only`` allowlist (idempotent)."""
-    torch.serialization.add_safe_globals(safe_globals())
+    """Adds :func:`safe_globals` to torch's ``weights_only`` allowlist (idempotent), where torch has one (>= 2.4);
+    on an older torch, :func:`read_checkpoint` allows them itself (:mod:`mmvanilla.weights_only`)."""
+    if ALLOWLIST_EXTENSIBLE:
+        torch.serialization.add_safe_globals(safe_globals())
 
 
 _ZIP_MAGIC = b'PK\x03\x04'
@@ -128,16 +133,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     path = os.fspath(path)
     if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} not found' + (' (it is a folder)' if osp.isdir(path) else ''))
+        raise FileNotFoundError(describe_missing(path, 'checkpoint'))
     if osp.getsize(path) == 0:
         raise ValueError(f'checkpoint {path} is empty (0 bytes): its saving was cut short, or it is not a '
                          f'checkpoint; {_ANOTHER_CHECKPOINT}')
     if not is_complete_checkpoint(path):
         raise ValueError(f'checkpoint {path} is incomplete (the end of its zip archive is missing): its saving was '
                          f'cut short or the copy is partial; {_ANOTHER_CHECKPOINT}')
-    from mmengine.runner.checkpoint import _load_checkpoint
     try:
-        checkpoint = _load_checkpoint(path, map_location='cpu')
+        checkpoint = load_weights_only(path, safe_globals())
     except pickle.UnpicklingError as e:
         refused = _REFUSED_GLOBAL.search(str(e))
         if refused:
@@ -173,27 +177,44 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> None:
 
 
 def state_dict_from_checkpoint(checkpoint: dict, use_ema: bool = True) -> tuple[dict, str]:
-    """The model weights of an mmengine checkpoint: the EMA ones when present and ``use_ema``, else the trained ones.
+    """The model weights of an mmengine checkpoint: the EMA ones when present and ``use_ema``, else the trained ones;
+    without the ``module.`` prefix of a model saved inside DDP (as mmengine's ``load_checkpoint`` strips it).
 
     mmengine's ``EMAHook`` saves the averaged weights as ``state_dict`` (so that they deploy as they are) and the
     trained ones, swapped out, under ``module.`` in ``ema_state_dict``.
     """
     if 'state_dict' not in checkpoint:
-        return checkpoint, 'the file itself'
-    ema = checkpoint.get('ema_state_dict')
-    if not ema:
-        return checkpoint['state_dict'], 'state_dict'
-    if use_ema:
-        return checkpoint['state_dict'], 'EMA weights (state_dict)'
-    return ({k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')},
-            'trained weights (ema_state_dict)')
+        state_dict, source = checkpoint, 'the file itself'
+    elif not checkpoint.get('ema_state_dict'):
+        state_dict, source = checkpoint['state_dict'], 'state_dict'
+    elif use_ema:
+        state_dict, source = checkpoint['state_dict'], 'EMA weights (state_dict)'
+    else:
+        state_dict, source = ({k[len('module.'):]: v for k, v in checkpoint['ema_state_dict'].items()
+                               if k.startswith('module.')}, 'trained weights (ema_state_dict)')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}, source
 
 
 def weights_of(checkpoint: dict) -> dict:
     """The model weights mmengine's ``load_checkpoint`` takes from a checkpoint: those of
-    :func:`state_dict_from_checkpoint` (the EMA ones when ``EMAHook`` saved them), without a DDP ``module.`` prefix."""
-    state_dict, _ = state_dict_from_checkpoint(checkpoint)
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+    :func:`state_dict_from_checkpoint` (the EMA ones when ``EMAHook`` saved them)."""
+    return state_dict_from_checkpoint(checkpoint)[0]
+
+
+def check_finite(state_dict: dict, path: str) -> None:
+    """Refuses weights that hold NaN or infinite values, naming the first such tensor: a model that diverged in
+    training gives no detections and no metric worth reporting, and converts or exports to garbage.
+
+    Raises:
+        ValueError: a floating-point tensor of ``state_dict`` is not finite.
+    """
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            kind = 'NaN' if bool(torch.isnan(value).any()) else 'infinite values'
+            raise ValueError(f'{path}: its weight {key} holds {kind} ({bad} of {value.numel()} values): the '
+                             'training that wrote it diverged. Use a checkpoint from before (--resume takes the '
+                             'newest complete one), or train again with a lower learning rate')
 
 
 _KINDS = (  # (key that shows it, what the checkpoint is), most specific first

@@ -1,9 +1,9 @@
 """The main job: VanillaNet trained from scratch on synthetic shapes, end to end, on CPU.
 
-For RetinaNet, Mask R-CNN and an image classifier: ``tools/train.py`` (deep training anneals lambda 0 -> 1),
-``tools/test.py`` (COCO mAP, or top-1 / top-2 accuracy, of the training form), ``tools/reparameterize.py``,
-``tools/test.py`` again on the deploy form (with a few visualized detections), then summary tables. Every step runs
-the real command-line tool, as a user would.
+For RetinaNet, Mask R-CNN and an image classifier: ``train`` (deep training anneals lambda 0 -> 1), ``test`` (COCO
+mAP, or top-1 / top-2 accuracy, of the training form), ``reparameterize``, ``test`` again on the deploy form (with a
+few visualized detections), then summary tables. Every step runs the real command-line tool, as a user would
+(``python -m mmvanilla TOOL``, the packaged ``tools/TOOL.py``), on the packaged configs.
 
 The console shows one line per stage (:class:`StageDisplay`: progress and elapsed time, updated in place on a
 terminal); each tool's full output goes to ``<work dir>/<model>/<stage>.log``. A failed stage shows its last lines
@@ -26,8 +26,8 @@ from typing import TextIO
 from mmengine.logging import MMLogger
 
 from .datasets import generate_synthetic_coco, generate_synthetic_image_folder
+from .packaged import config_path
 
-ROOT = Path(__file__).resolve().parents[1]
 NUM_DRAWN = 6
 
 
@@ -39,7 +39,7 @@ CLASSIFICATION_COLUMNS = (('top-1 %', 'accuracy/top1'), ('top-2 %', 'accuracy/to
 @dataclass(frozen=True)
 class Job:
     name: str
-    config: str
+    config: str  # a packaged config, by its path under configs/
     columns: tuple[tuple[str, str], ...]  # (table header, key in tools/test.py's metrics)
     vanillanet: str  # where the config's VanillaNet is: model.<vanillanet>.deploy=True builds the deploy form
     draw: bool  # draw a few predictions of the deploy form
@@ -47,9 +47,9 @@ class Job:
 
 
 JOBS = (
-    Job('RetinaNet', 'configs/retinanet_vanillanet_tiny_synthetic.py', DETECTION_COLUMNS, 'backbone', True, 'coco'),
-    Job('Mask R-CNN', 'configs/mask_rcnn_vanillanet_tiny_synthetic.py', DETECTION_COLUMNS, 'backbone', True, 'coco'),
-    Job('Classifier', 'configs/vanillanet_tiny_synthetic_cls.py', CLASSIFICATION_COLUMNS, 'network', False,
+    Job('RetinaNet', 'retinanet_vanillanet_tiny_synthetic.py', DETECTION_COLUMNS, 'backbone', True, 'coco'),
+    Job('Mask R-CNN', 'mask_rcnn_vanillanet_tiny_synthetic.py', DETECTION_COLUMNS, 'backbone', True, 'coco'),
+    Job('Classifier', 'vanillanet_tiny_synthetic_cls.py', CLASSIFICATION_COLUMNS, 'network', False,
         'imagenet'),
 )
 
@@ -197,24 +197,24 @@ def run_job(job: Job, work_dir: Path, train_options: list[str], data: list[str],
             verbose: bool = False) -> list[dict]:
     """Train, test, re-parameterize, test again (and draw); returns one summary row per form. ``data``: the
     ``--cfg-options`` of the data set (:func:`data_options`). Each tool's output goes to ``work_dir/<stage>.log``."""
-    config = str(ROOT / job.config)
+    config = str(config_path(job.config))
 
-    def tool(stage: str, script: str, *args) -> float:
-        command = [sys.executable, ROOT / 'tools' / script, *args]
+    def tool(stage: str, name: str, *args) -> float:
+        command = [sys.executable, '-m', 'mmvanilla', name, *args]
         return run_stage(display, f'{job.name}: {stage}', command, work_dir / f'{stage.replace(" ", "_")}.log',
                          verbose)
 
-    train_time = tool('train', 'train.py', config, '--work-dir', work_dir, '--cfg-options', *data, *train_options)
+    train_time = tool('train', 'train', config, '--work-dir', work_dir, '--cfg-options', *data, *train_options)
     checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
     deploy_ckpt = work_dir / 'deploy.pth'
     deploy = [f'model.{job.vanillanet}.deploy=True']
     rows = []
     for form, ckpt, options in (('train', checkpoint, []), ('deploy', deploy_ckpt, deploy)):
         if form == 'deploy':  # --force: the demo's own outputs, replaced at each run
-            tool('reparameterize', 'reparameterize.py', config, checkpoint, deploy_ckpt, '--force', '--cfg-options',
+            tool('reparameterize', 'reparameterize', config, checkpoint, deploy_ckpt, '--force', '--cfg-options',
                  *data)
         metrics_file = work_dir / f'metrics_{form}.json'
-        tool(f'test {form} form', 'test.py', config, ckpt, '--work-dir', work_dir / f'test_{form}', '--metrics-out',
+        tool(f'test {form} form', 'test', config, ckpt, '--work-dir', work_dir / f'test_{form}', '--metrics-out',
              metrics_file, '--force', '--cfg-options', *data, *options)
         metrics = json.loads(metrics_file.read_text())
         rows.append(dict(model=job.name, form=form, train_time=train_time if form == 'train' else None,
@@ -222,7 +222,7 @@ def run_job(job: Job, work_dir: Path, train_options: list[str], data: list[str],
                          images_per_s=metrics['images/s'], test_time=metrics['wall time (s)']))
     if job.draw:
         # Drawn apart from the timed runs: mmdet draws every test image. A few images, no evaluation.
-        tool('draw', 'test.py', config, deploy_ckpt, '--work-dir', work_dir / 'draw', '--show-dir',
+        tool('draw', 'test', config, deploy_ckpt, '--work-dir', work_dir / 'draw', '--show-dir',
              (work_dir / 'vis').resolve(), '--cfg-options', *data, *deploy,
              f'test_dataloader.dataset.indices={NUM_DRAWN}', 'test_evaluator.format_only=True',
              f'test_evaluator.outfile_prefix={work_dir.resolve() / "draw" / "predictions"}')

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
 import logging
 import os
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from .apis import load_model
 from .deploy import switch_to_deploy
+from .extras import require
 from .models.classifier import VanillaNetClassifier
 from .models.utils import check_lambda_one, get_act_lambda
 from .outputs import atomic_output, check_output
@@ -182,7 +184,7 @@ def onnxruntime_session(path: str, threads: int | None = None, spinning: bool = 
     Returns:
         onnxruntime.InferenceSession: The session; ``session.run(None, {session.get_inputs()[0].name: array})``.
     """
-    import onnxruntime as ort
+    ort = require('onnxruntime', 'running an ONNX file')
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise here
     if threads is not None:
@@ -199,6 +201,22 @@ def _relative_error(ref: np.ndarray, out: np.ndarray) -> float:
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+def exporter_available() -> bool:
+    """Whether this torch has the ``torch.export``-based ONNX exporter the export uses (torch >= 2.6)."""
+    return ('dynamo' in inspect.signature(torch.onnx.export).parameters
+            and hasattr(getattr(torch.export, 'Dim', None), 'DYNAMIC'))
+
+
+def _require_exporter(check: bool) -> None:
+    if not exporter_available():
+        raise RuntimeError(f'ONNX export needs torch 2.6 or later (its torch.export-based exporter); this is torch '
+                           f'{torch.__version__}: export with a newer torch (the checkpoint loads there as it is)')
+    require('onnxscript', 'ONNX export')
+    require('onnx', 'ONNX export')
+    if check:
+        require('onnxruntime', 'checking an ONNX export')
 
 
 def _check_opset(opset: int | None) -> None:
@@ -273,7 +291,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
         ``dynamic_batch``, ``max_abs_diff`` and ``max_rel_diff`` (None without ``check``).
 
     Raises:
-        RuntimeError: lambda < 1, or the check fails (nothing is written: ``path`` keeps what it held).
+        RuntimeError: lambda < 1, or the check fails (nothing is written: ``path`` keeps what it held); a torch
+            without the exporter, or onnx, onnxscript or onnxruntime missing (``pip install 'mmvanilla[deploy]'``).
         ValueError: a bad ``input_shape``, ``opset`` or ``output_names``.
 
     Example:
@@ -288,6 +307,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence
     """
     input_shape = _input_shape(input_shape)
     _check_opset(opset)
+    _require_exporter(check)
     path = os.fspath(path)
     lam = get_act_lambda(model)
     net, reparameterized = deploy_copy(model)

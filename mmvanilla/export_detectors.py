@@ -50,6 +50,10 @@ SUPPORTED = ('single-stage detectors with an anchor head, DeltaXYWHBBoxCoder and
              '(Faster R-CNN, Mask R-CNN)')
 _NEG_INF = float('-inf')
 
+if not hasattr(torch.library, 'custom_op'):  # the operators below need torch >= 2.4, the exporter torch >= 2.6
+    raise RuntimeError(f'detectors export and run end to end with torch 2.6 or later (its torch.export-based ONNX '
+                       f'exporter); this is torch {torch.__version__}: use a newer torch for export and test_onnx')
+
 
 @torch.library.custom_op('mmvanilla::non_max_suppression', mutates_args=())
 def non_max_suppression(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

@@ -27,7 +27,7 @@ from .apis import load_model
 from .export import deploy_copy, onnxruntime_session
 from .export_detectors import OUTPUT_NAMES, compare_detections, detections_of
 from .outputs import atomic_output, check_output
-from .runner import check_data
+from .data_checks import check_data
 
 __all__ = ['OnnxDetector', 'evaluate_onnx', 'format_evaluation', 'paste_masks']
 

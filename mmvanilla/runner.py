@@ -12,10 +12,13 @@ that was finished.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import json
 import os
 import os.path as osp
 import re
+import signal
 import sys
 import time
 
@@ -28,23 +31,35 @@ from mmengine.runner import Runner
 
 import mmvanilla  # noqa: F401  (registers VanillaNet, hooks, the checkpoint allowlist)
 
-from .apis import check_checkpoint_fits
+from .apis import check_checkpoint_fits, check_model_builds
 from .checkpoint import describe_checkpoint, is_complete_checkpoint, read_checkpoint
+from .data_checks import check_data, check_show_dir
+from .engine.hooks import NonFiniteLoss, NonFiniteLossHook
+from .engine.interrupts import (Interrupted, StopOnSignalHook, raise_if_interrupted, received_signal,
+                                signal_takes_precedence, stop_on_signals)
 from .models.utils import get_act_lambda
-from .outputs import atomic_output, check_output
+from .outputs import atomic_output, check_output, describe_missing
+from .work_dir import check_work_dir_free, hold_work_dir
 
 
 def load_config(config: str, work_dir: str | None = None, cfg_options: dict | None = None,
                 launcher: str = 'none') -> Config:
     """Reads a config, applies ``--cfg-options`` and picks the work dir (``work_dirs/<config name>`` by default)."""
     if not osp.isfile(config):
-        raise FileNotFoundError(f'config file {config} not found')
+        raise FileNotFoundError(describe_missing(config, 'config file'))
     try:
         cfg = Config.fromfile(config)
     except SyntaxError as e:
         raise ValueError(_syntax_error_message(config, e)) from None
+    except TypeError as e:  # mmengine's merge of a config with its _base_: says what clashes and how to fix it
+        raise ValueError(f'config file {config}: {" ".join(str(e).split())}') from None
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (TypeError, KeyError) as e:  # e.g. a key under a setting that is None in the config
+            message = ' '.join(str(e.args[0] if e.args else e).split())
+            raise ValueError(f'--cfg-options: {message} Set it in a config file that inherits {config} instead') \
+                from None
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
     check_model_config(cfg)
@@ -77,16 +92,42 @@ def _vanillanet_settings(cfg: Config):
 
 
 def check_model_config(cfg: Config) -> None:
-    """Refuses settings VanillaNet cannot build, before anything is built: a norm that cannot be folded.
+    """Refuses settings VanillaNet cannot build, before anything is built: a setting it does not have (a typo, with
+    the closest name), a norm that cannot be folded.
 
     Raises:
-        ValueError: ``norm_cfg`` of a VanillaNet is not a BatchNorm type.
+        ValueError: a VanillaNet setting is unknown, or its ``norm_cfg`` is not a BatchNorm type.
     """
+    from .models import VanillaNet, VanillaNetClassifier
     from .models.layers import check_fusable_norm
     for path, node in _vanillanet_settings(cfg):
+        cls = VanillaNet if str(node['type']).split('.')[-1] == 'VanillaNet' else VanillaNetClassifier
+        known = [name for name in inspect.signature(cls.__init__).parameters if name != 'self']
+        for key in node:
+            if key not in known and key not in ('type', '_scope_'):
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f'did you mean {close[0]}? ' if close else ''
+                raise ValueError(f'{path}.{key}: {cls.__name__} has no setting {key!r}; {hint}its settings are '
+                                 f'{", ".join(known)}')
         norm_cfg = node.get('norm_cfg')
         if isinstance(norm_cfg, dict) and 'type' in norm_cfg:
             check_fusable_norm(norm_cfg, f'{path}.norm_cfg')
+
+
+def check_training_config(cfg: Config) -> None:
+    """Refuses settings that build but cannot train: a VanillaNet in deploy form (re-parameterized, no lambda)
+    under a ``DeepTrainingHook``, which anneals a lambda it does not have.
+
+    Raises:
+        ValueError: naming the setting and the fix.
+    """
+    hooks = [h for h in cfg.get('custom_hooks') or [] if str(h.get('type', '')).split('.')[-1] == 'DeepTrainingHook']
+    for path, node in _vanillanet_settings(cfg):
+        if node.get('deploy') and hooks:
+            raise ValueError(f'{path}.deploy=True builds the re-parameterized form, which has no deep-training lambda '
+                             'for the DeepTrainingHook of custom_hooks to anneal: train with deploy=False (and convert '
+                             'with tools/reparameterize.py afterwards), or fine-tune the deploy form without the hook '
+                             '(--cfg-options custom_hooks=[])')
 
 
 def use_cpu_distributed(cfg: Config) -> None:
@@ -106,144 +147,6 @@ def use_cpu_distributed(cfg: Config) -> None:
         MMLogger.get_current_instance().warning(
             f'sync_bn={cfg.sync_bn!r} ignored: SyncBN needs GPUs; each CPU process keeps its own BatchNorm statistics')
         cfg.sync_bn = None
-
-
-def _datasets(cfg: Config, splits: tuple[str, ...]):
-    for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader:
-            continue
-        dataset = loader['dataset']
-        # Wrappers (RepeatDataset, ConcatDataset ...) hold the real dataset(s) inside.
-        stack = [dataset]
-        while stack:
-            ds = stack.pop()
-            if 'dataset' in ds:
-                stack.append(ds['dataset'])
-            elif 'datasets' in ds:
-                stack.extend(ds['datasets'])
-            else:
-                yield split, ds
-
-
-def check_data(cfg: Config, splits: tuple[str, ...]) -> list[str]:
-    """Fails early, with one clear message, on data the run cannot use; reports invalid ground truth.
-
-    Refuses a missing annotation file or image folder, an annotation file that is not valid JSON, a split without
-    images, and images the annotations list but the folder lacks. Boxes of non-positive width or height, or wholly
-    outside their image, are counted and reported per file; mmdet's ``CocoDataset`` leaves them out of training, and
-    for evaluation (the COCO API reads the annotation file itself) they are left out too, through a copy of the
-    file without them in the work dir (see :func:`valid_annotations`).
-
-    Returns:
-        list[str]: The warnings, also logged.
-    """
-    warnings = []
-    for split, ds in _datasets(cfg, splits):
-        root = ds.get('data_root') or ''
-        ann = ds.get('ann_file')
-        if ann:
-            path = osp.join(root, ann)
-            if not osp.isfile(path):
-                raise FileNotFoundError(
-                    f'{split} annotation file {path} not found (data_root={root!r}, ann_file={ann!r}). Put the '
-                    f'dataset there (COCO: data/coco/annotations/instances_*2017.json, data/coco/*2017/), or point '
-                    f'the config at it with --cfg-options {split}_dataloader.dataset.data_root=PATH')
-        prefix = ds.get('data_prefix')
-        # mmdet datasets: data_prefix=dict(img=...); ImageFolderDataset: data_prefix='train' (<class>/* below it).
-        if isinstance(prefix, str):
-            key, img_dir = 'data_prefix', prefix
-        else:
-            key, img_dir = 'data_prefix.img', (prefix or {}).get('img')
-        if img_dir is not None and not osp.isdir(osp.join(root, img_dir)):
-            raise FileNotFoundError(
-                f'{split} image folder {osp.join(root, img_dir)} not found (data_root={root!r}, '
-                f'{key}={img_dir!r}); put the images there (ImageNet: data/imagenet/{{train,val}}/<class>/*.JPEG), '
-                f'or fix the path with --cfg-options {split}_dataloader.dataset.data_root=PATH')
-        if ann and str(ann).endswith('.json'):
-            warning = _check_coco_annotations(cfg, split, osp.join(root, ann), osp.join(root, img_dir or ''))
-            if warning:
-                MMLogger.get_current_instance().warning(warning)
-                warnings.append(warning)
-    return warnings
-
-
-def _read_json(path: str, split: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{split} annotation file {path} is not valid JSON ({e.msg} at line {e.lineno}, column '
-                         f'{e.colno}): repair or regenerate it') from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f'{split} annotation file {path} is not a text (JSON) file ({e.reason} at byte '
-                         f'{e.start}): give the COCO-format .json file') from None
-
-
-def invalid_boxes(coco: dict) -> dict[str, list[int]]:
-    """Indices into ``coco['annotations']`` of boxes that cannot be ground truth, by cause:
-    ``'non-positive size'`` (width or height <= 0) and ``'outside the image'`` (no pixel in it), the boxes
-    mmdet's ``CocoDataset`` skips when it reads the file for training."""
-    sizes = {img['id']: (img.get('width'), img.get('height')) for img in coco.get('images', [])}
-    found = {'non-positive size': [], 'outside the image': []}
-    for i, ann in enumerate(coco.get('annotations', [])):
-        bbox = ann.get('bbox')
-        if not bbox or len(bbox) != 4:
-            continue
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            found['non-positive size'].append(i)
-            continue
-        width, height = sizes.get(ann.get('image_id'), (None, None))
-        if width is not None and height is not None and (
-                min(x + w, width) - max(x, 0) <= 0 or min(y + h, height) - max(y, 0) <= 0):
-            found['outside the image'].append(i)
-    return found
-
-
-def valid_annotations(coco: dict, drop: list[int]) -> dict:
-    """``coco`` without the annotations at the indices ``drop``."""
-    drop = set(drop)
-    return dict(coco, annotations=[a for i, a in enumerate(coco['annotations']) if i not in drop])
-
-
-def _check_coco_annotations(cfg: Config, split: str, ann_path: str, img_dir: str) -> str | None:
-    coco = _read_json(ann_path, split)
-    if not isinstance(coco, dict) or not isinstance(coco.get('images'), list):
-        raise ValueError(f'{split} annotation file {ann_path} is not in COCO format (no "images" list): give a '
-                         'COCO-format file (images, annotations, categories)')
-    images = coco['images']
-    if not images:
-        raise ValueError(f'{split} annotation file {ann_path} lists no images: the {split} split is empty; point the '
-                         f'config at a split with images, or regenerate it (e.g. tools/make_synthetic_data.py with '
-                         f'--num-{"train" if split == "train" else "val"} of at least 1)')
-    missing = [img.get('file_name') for img in images
-               if not osp.isfile(osp.join(img_dir, str(img.get('file_name'))))]
-    if missing:
-        raise FileNotFoundError(
-            f'{split} split: {len(missing)} of the {len(images)} images listed in {ann_path} are missing from '
-            f'{img_dir} (e.g. {missing[0]}): put them there, or remove them from the annotation file')
-    found = invalid_boxes(coco)
-    count = sum(map(len, found.values()))
-    if not count:
-        return None
-    causes = ', '.join(f'{len(v)} with {k}' if k == 'non-positive size' else f'{len(v)} {k}'
-                       for k, v in found.items() if v)
-    total = len(coco.get('annotations', []))
-    note = 'left out of training, as mmdet\'s CocoDataset does'
-    evaluator = cfg.get(f'{split}_evaluator') if split in ('val', 'test') else None
-    targets = [e for e in (evaluator if isinstance(evaluator, list) else [evaluator])
-               if isinstance(e, dict) and e.get('ann_file') and osp.abspath(e['ann_file']) == osp.abspath(ann_path)]
-    if targets:
-        out = osp.join(cfg.work_dir, 'valid_annotations', f'{split}_{osp.basename(ann_path)}')
-        os.makedirs(osp.dirname(out), exist_ok=True)
-        with atomic_output(out) as tmp, open(tmp, 'w') as f:
-            json.dump(valid_annotations(coco, [i for v in found.values() for i in v]), f)
-        for e in targets:
-            e['ann_file'] = out
-        note += f', and out of the evaluation\'s ground truth (evaluated against {out})'
-    return (f'{split} annotation file {ann_path}: {count} of its {total} boxes are invalid ({causes}): {note}. Fix '
-            'or remove them in the file to silence this.')
 
 
 class AtomicCheckpointRunner(Runner):
@@ -310,19 +213,43 @@ def _last_checkpoint(work_dir: str) -> str | None:
 def check_pretrained(cfg: Config) -> None:
     """Reads every local ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` of ``cfg.model`` before training, so
     a missing, broken or unsafe file is named in one line (:func:`~mmvanilla.checkpoint.read_checkpoint`) instead of
-    failing inside the model's initialization."""
-    stack = [cfg.get('model') or {}]
+    failing inside the model's initialization. A VanillaNet's own is also loaded into it (built on the meta device)
+    the way mmengine will load it, so that a checkpoint of another arch or act_num, or one that would load no weight
+    at all (mmengine only warns, and trains from random weights), is refused now."""
+    stack = [('model', cfg.get('model') or {})]
     while stack:
-        node = stack.pop()
+        where, node = stack.pop()
         if isinstance(node, dict):
             init_cfgs = node.get('init_cfg')
             for init_cfg in init_cfgs if isinstance(init_cfgs, list) else [init_cfgs]:
                 path = init_cfg.get('checkpoint') if isinstance(init_cfg, dict) else None
                 if init_cfg and init_cfg.get('type') == 'Pretrained' and path and '://' not in str(path):
-                    read_checkpoint(path)
-            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+                    checkpoint = read_checkpoint(path)
+                    if str(node.get('type', '')).split('.')[-1] == 'VanillaNet':
+                        _check_backbone_init(node, init_cfg, checkpoint, f'{where}.init_cfg')
+            stack.extend((f'{where}.{k}', v) for k, v in node.items() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
-            stack.extend(node)
+            stack.extend((f'{where}[{i}]', v) for i, v in enumerate(node))
+
+
+def _check_backbone_init(node: dict, init_cfg: dict, checkpoint: dict, where: str) -> None:
+    from .models import VanillaNet
+    settings = {k: v for k, v in node.items() if k not in ('type', '_scope_', 'init_cfg')}
+    with torch.device('meta'):
+        backbone = VanillaNet(**settings)
+    state_dict = checkpoint.get('state_dict', checkpoint)  # as mmengine's PretrainedInit takes it
+    prefix = init_cfg.get('prefix')
+    if prefix:
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+    try:
+        backbone.load_state_dict(state_dict, strict=False, assign=True)
+    except ValueError as e:  # VanillaNet's own checks: another arch or act_num, no weight at all
+        raise ValueError(f'{where}: checkpoint {init_cfg["checkpoint"]} does not fit this VanillaNet: {e}') from None
+    except RuntimeError as e:  # torch's: tensors of other shapes
+        lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        raise ValueError(f'{where}: checkpoint {init_cfg["checkpoint"]} does not fit this VanillaNet: '
+                         f'{"; ".join(lines)[:400]}. Give the checkpoint of this arch and act_num') from None
 
 
 def _resolve_resume(cfg: Config, resume: str | bool) -> None:
@@ -372,13 +299,18 @@ def _explained_run_errors(checkpoint: str | None = None):
         raise
 
 
-def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto_scale_lr: bool = False) -> Runner:
+def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto_scale_lr: bool = False,
+          allow_nonfinite_loss: bool = False) -> Runner:
     """Trains with mmengine's runner. ``resume``: a checkpoint path, True for the newest complete one in the work
     dir (:func:`find_resume_checkpoint`), or None.
 
-    Before training: the data (:func:`check_data`), pretrained weights (:func:`check_pretrained`) and the checkpoint
-    to resume or start from (:func:`~mmvanilla.apis.check_checkpoint_fits`) are checked. Interrupted (Ctrl-C), it
-    logs which checkpoint ``--resume`` will continue from and re-raises.
+    Before anything is written: the model's settings (:func:`~mmvanilla.apis.check_model_builds`), the data
+    (:func:`check_data`), pretrained weights (:func:`check_pretrained`) and the checkpoint to resume or start from
+    (:func:`~mmvanilla.apis.check_checkpoint_fits`) are checked, and the work dir is taken for this run alone
+    (:func:`~mmvanilla.work_dir.hold_work_dir`). A NaN or infinite loss stops training with one line
+    (:class:`~mmvanilla.engine.NonFiniteLossHook`) unless ``allow_nonfinite_loss``. Stopped by Ctrl-C or SIGTERM at
+    any moment (:mod:`mmvanilla.engine.interrupts`), it logs which checkpoint ``--resume`` will continue from and
+    raises :class:`~mmvanilla.engine.interrupts.Interrupted`.
     """
     if amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -387,6 +319,9 @@ def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto
         if 'auto_scale_lr' not in cfg:
             raise KeyError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
+    check_work_dir_free(cfg.work_dir)
+    check_training_config(cfg)
+    check_model_builds(cfg)
     check_data(cfg, ('train', 'val'))
     check_pretrained(cfg)
     if resume:
@@ -396,15 +331,26 @@ def train(cfg: Config, resume: str | bool | None = None, amp: bool = False, auto
         if not fit.fits:
             MMLogger.get_current_instance().warning(f'load_from {cfg.load_from}: {fit.summary()}: left out')
     use_cpu_distributed(cfg)
-    runner = AtomicCheckpointRunner.from_cfg(cfg)
-    try:
-        with _explained_run_errors(cfg.load_from if cfg.get('resume') else None):
-            runner.train()
-    except KeyboardInterrupt:
-        found, _ = find_resume_checkpoint(cfg.work_dir)
-        runner.logger.error('interrupted: ' + (f'the newest complete checkpoint is {found}; continue with --resume'
-                                               if found else 'no checkpoint was saved yet'))
-        raise
+    with stop_on_signals(), hold_work_dir(cfg.work_dir):
+        runner = AtomicCheckpointRunner.from_cfg(cfg)
+        runner.register_hook(StopOnSignalHook())
+        if not allow_nonfinite_loss:
+            runner.register_hook(NonFiniteLossHook())
+        try:
+            with signal_takes_precedence(), _explained_run_errors(cfg.load_from if cfg.get('resume') else None):
+                runner.train()
+            raise_if_interrupted()  # a signal whose exception was lost after the last iteration
+        except KeyboardInterrupt as e:
+            found, _ = find_resume_checkpoint(cfg.work_dir)
+            name = f' ({e.name})' if isinstance(e, Interrupted) else ''
+            runner.logger.error(f'interrupted{name}: ' + (
+                f'the newest complete checkpoint is {found}; continue with --resume' if found
+                else 'no checkpoint was saved yet'))
+            raise
+        except NonFiniteLoss as e:
+            found, _ = find_resume_checkpoint(cfg.work_dir)
+            raise NonFiniteLoss(f'{e}; the newest complete checkpoint is ' + (found or 'none (none was saved yet)')
+                                ) from None
     return runner
 
 
@@ -412,8 +358,9 @@ def test(cfg: Config, checkpoint: str, show_dir: str | None = None, metrics_out:
          force: bool = False) -> dict:
     """Evaluates ``checkpoint`` on the test split; returns the metrics with ``images/s`` and ``wall time (s)``.
 
-    Checked first: the checkpoint fits the model (:func:`~mmvanilla.apis.check_checkpoint_fits`), the data
-    (:func:`check_data`), and ``metrics_out`` (a new file, or ``force``), which is written whole.
+    Checked first: the checkpoint fits the model and its weights are finite
+    (:func:`~mmvanilla.apis.check_checkpoint_fits`), the data (:func:`check_data`), ``metrics_out`` (a new file, or
+    ``force``), which is written whole, and ``show_dir`` (:func:`check_show_dir`).
     """
     if metrics_out:
         check_output(metrics_out, force, inputs=[checkpoint], what='metrics file')
@@ -423,13 +370,17 @@ def test(cfg: Config, checkpoint: str, show_dir: str | None = None, metrics_out:
         vis = cfg.default_hooks.get('visualization')
         if vis is None:
             raise KeyError('--show-dir needs a visualization hook in default_hooks (mmdet configs have one)')
+        check_show_dir(cfg, show_dir, force)
         vis.update(draw=True, test_out_dir=show_dir, interval=vis.get('interval', 1))
     check_data(cfg, ('test',))
     use_cpu_distributed(cfg)
-    runner = AtomicCheckpointRunner.from_cfg(cfg)
-    start = time.perf_counter()
-    with _explained_run_errors():
-        metrics = dict(runner.test())
+    with stop_on_signals():
+        runner = AtomicCheckpointRunner.from_cfg(cfg)
+        runner.register_hook(StopOnSignalHook())
+        start = time.perf_counter()
+        with signal_takes_precedence(), _explained_run_errors():
+            metrics = dict(runner.test())
+        raise_if_interrupted()
     seconds = time.perf_counter() - start
     metrics['wall time (s)'] = seconds
     metrics['images/s'] = len(runner.test_dataloader.dataset) / seconds
@@ -450,20 +401,31 @@ def test(cfg: Config, checkpoint: str, show_dir: str | None = None, metrics_out:
 @contextlib.contextmanager
 def clear_errors():
     """For command-line tools: a bad input (missing file, wrong arch, mismatched checkpoint) prints one line and
-    exits with status 2; Ctrl-C prints ``interrupted`` and exits with 130.
+    exits with status 2; Ctrl-C (SIGINT) or SIGTERM, at any moment (:func:`~mmvanilla.engine.interrupts.
+    stop_on_signals`), prints ``interrupted`` and exits with 130 or 143 (128 + the signal's number).
 
     Set ``MMVANILLA_DEBUG=1`` for the full traceback.
     """
     try:
-        yield
+        with stop_on_signals():
+            yield
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         if os.environ.get('MMVANILLA_DEBUG'):
             raise
+        if received_signal() is not None:  # an error that followed a signal (e.g. its workers ended by it)
+            _exit_interrupted(Interrupted(received_signal()))
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'error: {message}', file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if os.environ.get('MMVANILLA_DEBUG'):
             raise
-        print('interrupted', file=sys.stderr)
-        sys.exit(130)
+        _exit_interrupted(e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT))
+
+
+def _exit_interrupted(interrupted: Interrupted) -> None:
+    # The DataLoader workers may have ended of the same signal: PyTorch's SIGCHLD handler would report each, even
+    # while Python exits.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    print(f'interrupted ({interrupted.name})', file=sys.stderr)
+    sys.exit(interrupted.exit_status)

@@ -41,14 +41,23 @@ def run_tool(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope='session')
-def tiny_detection_run(tmp_path_factory):
-    """The main job in miniature: a tiny synthetic COCO set, and RetinaNet trained on it for 2 short epochs.
+def tiny_coco(tmp_path_factory) -> Path:
+    """A folder holding a tiny synthetic COCO set where the tiny configs look for it (``data/synthetic_coco``): 16
+    training and 8 validation images. Tests run the tools from there and leave the data as it is."""
+    from mmvanilla.datasets import generate_synthetic_coco
+    cwd = tmp_path_factory.mktemp('coco')
+    generate_synthetic_coco(cwd / 'data/synthetic_coco', num_train=16, num_val=8, seed=1)
+    return cwd
+
+
+@pytest.fixture(scope='session')
+def tiny_detection_run(tmp_path_factory, tiny_coco):
+    """The main job in miniature: RetinaNet trained for 2 short epochs on :func:`tiny_coco`'s set.
 
     Lambda is 0 in epoch 1 and 1 in epoch 2, so ``epoch_1.pth`` holds lambda 0 and ``epoch_2.pth`` lambda 1.
     """
-    from mmvanilla.datasets import generate_synthetic_coco
     cwd = tmp_path_factory.mktemp('run')
-    generate_synthetic_coco(cwd / 'data/synthetic_coco', num_train=16, num_val=8, seed=1)
+    (cwd / 'data').symlink_to(tiny_coco / 'data')
     proc = run_tool('train.py', RETINANET, '--work-dir', 'work', '--cfg-options', 'train_cfg.max_epochs=2',
                     'train_cfg.val_interval=2', 'train_dataloader.batch_size=4', 'custom_hooks.0.decay_epochs=1',
                     'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=-1',

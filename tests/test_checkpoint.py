@@ -11,6 +11,12 @@ from torch.utils.data import TensorDataset
 
 import mmvanilla  # noqa: F401  (registers the checkpoint allowlist)
 from mmvanilla.checkpoint import describe_checkpoint, is_complete_checkpoint, read_checkpoint, save_checkpoint
+from mmvanilla.weights_only import ALLOWLIST_EXTENSIBLE
+
+# torch's own allowlist (>= 2.4), and its weights_only default (>= 2.6); mmvanilla's reading is tested on every torch.
+needs_allowlist = pytest.mark.skipif(not ALLOWLIST_EXTENSIBLE, reason=f'torch {torch.__version__} has no '
+                                     'extensible weights_only allowlist (tests/test_weights_only.py)')
+WEIGHTS_ONLY_BY_DEFAULT = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 6)
 
 
 class ToyModel(BaseModel):
@@ -49,12 +55,14 @@ class Exploit:
 def test_a_runner_checkpoint_resumes_under_weights_only_loading(tmp_path):
     make_runner(tmp_path, max_epochs=1).train()
     ckpt = tmp_path / 'epoch_1.pth'
-    torch.load(ckpt, weights_only=True)  # message hub with HistoryBuffer and numpy arrays
+    read_checkpoint(ckpt)  # message hub with HistoryBuffer and numpy arrays
     runner = make_runner(tmp_path, max_epochs=2, resume=True)
     runner.train()
     assert runner.epoch == 2 and runner.iter == 4
 
 
+@pytest.mark.skipif(not WEIGHTS_ONLY_BY_DEFAULT, reason=f'torch {torch.__version__} loads with weights_only=False by '
+                    "default: mmengine's load_checkpoint is not guarded there (mmvanilla reads files first)")
 def test_a_checkpoint_that_pickles_a_callable_is_refused(tmp_path):
     path, marker = tmp_path / 'evil.pth', tmp_path / 'pwned'
     with open(path, 'wb') as f:
@@ -64,6 +72,7 @@ def test_a_checkpoint_that_pickles_a_callable_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@needs_allowlist
 def test_getattr_in_a_checkpoint_resolves_only_history_buffer_statistics(tmp_path):
     from mmengine.logging import HistoryBuffer
 
@@ -77,6 +86,8 @@ def test_getattr_in_a_checkpoint_resolves_only_history_buffer_statistics(tmp_pat
         torch.load(path, weights_only=True)
 
 
+@pytest.mark.skipif(not hasattr(torch.serialization, 'safe_globals'), reason='torch.serialization.safe_globals: '
+                    'torch >= 2.5')
 def test_a_checkpoint_with_the_training_scripts_arguments_loads(tmp_path):
     # As the paper's timm-style script saves it: the weights, and its argparse.Namespace of arguments.
     args = argparse.Namespace(model='vanillanet_5', lr=3.5e-3, decay_epochs=100, drop=0.05)
@@ -106,9 +117,9 @@ def bad_files(tmp_path) -> dict:
 
 @pytest.mark.parametrize('kind, message', [
     ('empty', r'empty.pth is empty \(0 bytes\): its saving was cut short'),
-    ('random', r'random.pth is not a PyTorch checkpoint \(unreadable pickle: Unsupported operand'),
+    ('random', r'random.pth is not a PyTorch checkpoint \(unreadable pickle'),
     ('truncated', r'truncated.pth is incomplete \(the end of its zip archive is missing\)'),
-    ('text', r'notes.pth is not a PyTorch checkpoint \(KeyError'),
+    ('text', r'notes.pth is not a PyTorch checkpoint \((KeyError|unreadable pickle)'),
     ('tensor', r'tensor.pth holds a Tensor, not a checkpoint dict'),
 ])
 def test_a_file_that_is_no_checkpoint_is_named_with_the_cause_and_the_fix(tmp_path, kind, message):

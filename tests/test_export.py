@@ -10,12 +10,16 @@ from mmengine.config import Config
 from mmvanilla.apis import build_model
 from mmvanilla.deploy import switch_to_deploy
 from mmvanilla.export import (ExportableAdaptiveMaxPool2d, export_checkpoint, export_detector, export_onnx,
-                              onnxruntime_session, select_part)
+                              exporter_available, onnxruntime_session, select_part)
 from mmvanilla.models import VanillaNet, VanillaNetClassifier
 from mmvanilla.models.utils import set_act_lambda
 
 from .conftest import RETINANET, ROOT, run_tool
 from .models.test_layers import randomize_bns
+
+# An older torch refuses the export with one line (tests/test_extras.py).
+pytestmark = pytest.mark.skipif(not exporter_available(), reason=f'torch {torch.__version__} has no torch.export-based '
+                                'ONNX exporter (torch >= 2.6)')
 
 MASK_RCNN = str(ROOT / 'configs/mask_rcnn_vanillanet_tiny_synthetic.py')
 TINY_ARCH = dict(stem_channels=8, widths=[16, 32], strides=[2, 2])

@@ -1,4 +1,4 @@
-"""tools/gpu_check.py: the GPU checks run in order, once each, under a deadline, and resume where they stopped.
+"""benchmarks/gpu_check.py: the GPU checks run in order, once each, under a deadline, and resume where they stopped.
 
 The runner is tested with small commands; the mmcv build with a stand-in source package; the whole plan in its quick
 form on this machine's CPU. What it measures on a GPU is the benchmark's and the sweep's, tested in their own files.
@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from mmvanilla import gpu_check
+from benchmarks import gpu_check
+from benchmarks.gpu_check import Step, plan, run_steps
 from mmvanilla.benchmark import TrainingSettings
-from mmvanilla.gpu_check import Step, plan, run_steps
 
-from .conftest import ROOT, run_tool
+from .conftest import ROOT
+
+
+def run_gpu_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs ``benchmarks/gpu_check.py`` as a user would, from ``cwd``."""
+    return subprocess.run([sys.executable, str(ROOT / 'benchmarks/gpu_check.py'), *args], cwd=cwd,
+                          env=dict(os.environ, PYTHONUNBUFFERED='1'), capture_output=True, text=True, timeout=600)
 
 
 def py(code: str) -> list[str]:
@@ -151,12 +157,12 @@ def test_mmcv_sources_that_no_longer_ask_for_cpp17_are_a_failed_step_that_says_s
 
 
 def test_a_run_without_the_prepared_wheels_says_how_to_make_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match='tools/gpu_check.py prepare'):
+    with pytest.raises(FileNotFoundError, match='benchmarks/gpu_check.py prepare'):
         gpu_check.run_checks(tmp_path / 'state', tmp_path / 'out', 60, wheels=tmp_path)
 
 
 def test_the_quick_run_goes_through_every_step_on_this_machine(tmp_path):
-    proc = run_tool('gpu_check.py', 'run', '--quick', '--out', 'out', '--state', 'state', '--jobs', '2',
+    proc = run_gpu_check('run', '--quick', '--out', 'out', '--state', 'state', '--jobs', '2',
                     cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (tmp_path / 'out/gpu_check.md').read_text()
@@ -169,16 +175,16 @@ def test_the_quick_run_goes_through_every_step_on_this_machine(tmp_path):
     assert [row['variant'] for row in summary['rows']] == ['kernel', 'pytorch']
     assert (tmp_path / 'state/data/synthetic_coco/annotations').is_dir()  # what it makes stays in --state
 
-    again = run_tool('gpu_check.py', 'run', '--quick', '--out', 'out2', '--state', 'state', cwd=tmp_path)
+    again = run_gpu_check('run', '--quick', '--out', 'out2', '--state', 'state', cwd=tmp_path)
     assert again.returncode == 0 and json.loads((tmp_path / 'state/status.json').read_text())['sweep']['ran'] == 1
 
 
 def test_the_tool_runs_before_mmvanilla_can_be_imported(tmp_path):
-    # On the GPU machine mmengine and mmdet exist only after the install step: the tool must start without them.
+    # On a GPU node without them, mmengine and mmdet exist only after the install step: the tool must start without them.
     blocker = tmp_path / 'sitecustomize.py'
     blocker.write_text('import sys\nsys.modules["mmengine"] = None\nsys.modules["mmvanilla"] = None\n')
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools/gpu_check.py'), 'run', '--out', 'out', '--state',
+    proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks/gpu_check.py'), 'run', '--out', 'out', '--state',
                            'state', '--deadline', '1'], cwd=tmp_path, env=env, capture_output=True, text=True)
     # It gets as far as looking for the wheels (none in a fresh clone), which needs no package.
     assert proc.returncode in (0, 1, 2, 3), proc.stderr
@@ -186,7 +192,7 @@ def test_the_tool_runs_before_mmvanilla_can_be_imported(tmp_path):
 
 
 def test_what_runs_while_mmcv_builds_needs_none_of_its_compiled_ops(tmp_path):
-    # There the kernel tests and benchmark run before mmcv's ops exist: mmcv's Python files only, no mmcv._ext.
+    # On the node the kernel tests and benchmark run before mmcv's ops exist: mmcv's Python files only, no mmcv._ext.
     (tmp_path / 'sitecustomize.py').write_text('import sys\nsys.modules["mmcv._ext"] = None\n')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
     tests = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider',
@@ -200,4 +206,4 @@ def test_what_runs_while_mmcv_builds_needs_none_of_its_compiled_ops(tmp_path):
     bench = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert "measured ['classifier', 'depthwise']" in bench.stdout
-    assert 'import of mmcv._ext halted' in bench.stdout  # the stand-in for the machine holds
+    assert 'import of mmcv._ext halted' in bench.stdout  # the stand-in for the node holds

@@ -1,9 +1,10 @@
 """Outputs are checked before the work, never written over an input, and written whole or not at all."""
+import errno
 import os
 
 import pytest
 
-from mmvanilla.outputs import atomic_output, check_output
+from mmvanilla.outputs import atomic_output, check_output, describe_missing, remove_stale_partials
 
 
 def test_a_new_file_in_an_existing_folder_may_be_written(tmp_path):
@@ -54,3 +55,37 @@ def test_a_finished_write_replaces_the_file_with_its_companions(tmp_path):
             f.write('weights')
     assert sorted(os.listdir(tmp_path)) == ['model.onnx', 'model.onnx.data']
     assert out.read_text() == 'graph'
+
+
+def test_a_full_disk_is_named_with_the_file_and_leaves_nothing(tmp_path):
+    out = tmp_path / 'epoch_3.pth'
+    with pytest.raises(OSError, match=rf'no space left to write {out} \(no space left on device; \d+ MiB free in '
+                                      rf'{tmp_path}\): free some space or write it elsewhere; epoch_3.pth was not'):
+        with atomic_output(out) as tmp:
+            open(tmp, 'wb').write(b'half')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert os.listdir(tmp_path) == []
+
+
+def test_what_a_killed_writer_left_is_removed_and_a_live_writers_is_kept(tmp_path):
+    dead = tmp_path / '.epoch_3.pth.partial-4194305-abcd'  # a pid above Linux's maximum: no such process
+    old = tmp_path / '.epoch_2.pth.partial-abcd'  # written before the folder carried its writer's pid
+    live = tmp_path / f'.epoch_4.pth.partial-{os.getpid()}-abcd'
+    other = tmp_path / '.epoch_5.pth.partial-4194305-abcd'
+    for folder in (dead, old, live, other):
+        folder.mkdir()
+    assert remove_stale_partials(tmp_path, 'epoch_3.pth') == [str(dead)]  # a write of epoch_3.pth clears its own
+    assert sorted(remove_stale_partials(tmp_path)) == [str(old), str(other)]  # a run clears its whole work dir
+    assert os.listdir(tmp_path) == [live.name]
+
+
+def test_a_missing_input_is_described_as_what_it_is(tmp_path):
+    (tmp_path / 'loop.py').symlink_to(tmp_path / 'loop.py')
+    (tmp_path / 'dangling.py').symlink_to(tmp_path / 'gone.py')
+    assert describe_missing(tmp_path / 'loop.py', 'config file') == (
+        f'config file {tmp_path}/loop.py is a symbolic link that loops (too many levels of symbolic links): point it '
+        'at the real file')
+    assert describe_missing(tmp_path / 'dangling.py') == (
+        f'file {tmp_path}/dangling.py is a symbolic link to {tmp_path}/gone.py, which does not exist: point it at the '
+        'file')
+    assert describe_missing(tmp_path, 'checkpoint') == f'checkpoint {tmp_path} is a folder: give the file in it'

@@ -1,15 +1,24 @@
-"""Seed sweeps (mmvanilla/sweep.py, tools/seed_sweep.py): several seeds per variant, the gap taken seed by seed."""
+"""Seed sweeps (benchmarks/seed_sweep.py): several seeds per variant, the gap taken seed by seed."""
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from mmvanilla.sweep import KERNEL_ON_OFF, format_sweep_markdown, last_logged_value, plan_sweep, summarize_sweep, \
-    variants_from_args
+from benchmarks.seed_sweep import KERNEL_ON_OFF, format_sweep_markdown, last_logged_value, plan_sweep, \
+    summarize_sweep, variants_from_args
 
-from .conftest import run_tool
+from .conftest import ROOT
+
+
+def run_sweep_tool(*args: str, cwd) -> subprocess.CompletedProcess:
+    """Runs ``benchmarks/seed_sweep.py`` as a user would, from ``cwd``."""
+    return subprocess.run([sys.executable, str(ROOT / 'benchmarks/seed_sweep.py'), *args], cwd=cwd,
+                          env=dict(os.environ, PYTHONUNBUFFERED='1'), capture_output=True, text=True, timeout=600)
 
 
 def test_every_variant_trains_with_every_seed_in_its_own_resumable_work_dir(tmp_path):
@@ -40,7 +49,7 @@ def test_variants_default_to_the_kernel_on_and_off_and_need_distinct_names():
 
 
 def test_a_missing_config_is_named_before_anything_runs(tmp_path):
-    proc = run_tool('seed_sweep.py', 'nope.py', '--work-dir', 'sweep', cwd=tmp_path)
+    proc = run_sweep_tool('nope.py', '--work-dir', 'sweep', cwd=tmp_path)
     assert proc.returncode == 2 and 'config nope.py not found' in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'sweep').exists()
 
@@ -77,7 +86,7 @@ def test_the_tool_pairs_kernel_on_and_off_by_seed_reuses_finished_runs_and_never
     args = [run['config'], '--seeds', '0', '1', '--jobs', '2', '--within', '0.02', '--work-dir', 'sweep',
             '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'custom_hooks.0.decay_epochs=1',
             'train_dataloader.batch_size=4', 'model.test_cfg.score_thr=0.0']
-    proc = run_tool('seed_sweep.py', *args, cwd=run['cwd'])
+    proc = run_sweep_tool(*args, cwd=run['cwd'])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert re.search(r'^\| kernel \| [0-9.]+ \| [0-9.]+ \|', proc.stdout, re.M)
     assert re.search(r'^pytorch vs kernel within 0\.02: (not )?shown', proc.stdout, re.M)
@@ -91,15 +100,15 @@ def test_the_tool_pairs_kernel_on_and_off_by_seed_reuses_finished_runs_and_never
         assert 'pytorch vs kernel within 0.02: shown' in proc.stdout
 
     logs = {p: p.stat().st_size for p in (run['cwd'] / 'sweep').glob('*/seed*/train.log')}
-    again = run_tool('seed_sweep.py', *args, cwd=run['cwd'])
+    again = run_sweep_tool(*args, cwd=run['cwd'])
     assert again.returncode == 0 and again.stdout == proc.stdout
     assert {p: p.stat().st_size for p in logs} == logs  # finished runs are read back, not trained again
 
-    other = run_tool('seed_sweep.py', *args, '--metric', 'accuracy/top1', cwd=run['cwd'])
+    other = run_sweep_tool(*args, '--metric', 'accuracy/top1', cwd=run['cwd'])
     assert other.returncode == 2 and '4 of 4 runs failed' in other.stderr and 'Traceback' not in other.stderr
     assert "kernel seed 0: " in other.stderr and "logged no 'accuracy/top1'" in other.stderr
 
-    longer = run_tool('seed_sweep.py', *args, 'train_cfg.max_epochs=2', cwd=run['cwd'])
+    longer = run_sweep_tool(*args, 'train_cfg.max_epochs=2', cwd=run['cwd'])
     assert longer.returncode == 2 and 'holds runs of other arguments' in longer.stderr
     assert 'pytorch/seed1: ' in longer.stderr and 'Traceback' not in longer.stderr
     assert {p: p.stat().st_size for p in logs} == logs  # neither trained anything

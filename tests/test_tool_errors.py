@@ -1,18 +1,16 @@
 """Nothing lost, nothing silent: bad inputs through the tools, as a user runs them.
 
 Each case gets one line that names the file or setting, the cause and the fix, exit status 2, and leaves every
-file as it was; an interrupted training resumes from its newest complete checkpoint. The tiny trained RetinaNet
-of ``conftest.tiny_detection_run`` is the good input the bad ones stand beside.
+file as it was (interrupted trainings: tests/test_interrupts.py). The tiny trained RetinaNet of
+``conftest.tiny_detection_run`` is the good input the bad ones stand beside.
 """
 import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,9 @@ from mmengine.config import Config
 
 from mmvanilla.apis import build_model
 
-from .conftest import RETINANET, ROOT, run_tool
+from .conftest import ROOT, run_tool
+
+pytestmark = pytest.mark.slow  # every test runs the tools, beside a tiny trained detector
 
 MASK_RCNN = str(ROOT / 'configs/mask_rcnn_vanillanet_tiny_synthetic.py')
 
@@ -223,41 +223,206 @@ def test_invalid_ground_truth_is_reported_and_left_out_as_mmdet_leaves_it_out_of
     assert maps['spoilt'] == maps['clean']
 
 
-def test_an_interrupted_training_resumes_from_its_newest_complete_checkpoint(tiny_detection_run, tmp_path):
-    """A real SIGINT to a real training; then last_checkpoint is gone and a newer checkpoint is half written."""
+def spoil(ann: Path, change) -> None:
+    """Rewrites a COCO annotation file with ``change(coco)`` applied."""
+    coco = json.loads(ann.read_text())
+    change(coco)
+    ann.write_text(json.dumps(coco))
+
+
+def test_annotations_that_mmdet_would_train_or_evaluate_wrongly_are_refused_before_the_work(tiny_detection_run,
+                                                                                         bad, tmp_path):
+    run = tiny_detection_run
+    data = tmp_path / 'data'
+    options = spoilt_data(run, data)
+    ann = data / 'annotations/instances_val.json'
+    pristine = ann.read_text()
+
+    def test_tool(config, checkpoint, *fragments):
+        line = refused(run_tool('test.py', config, str(checkpoint), '--work-dir', str(tmp_path / 'work'),
+                                '--cfg-options', *options, cwd=tmp_path), f'test annotation file {ann}', *fragments)
+        assert not (tmp_path / 'work').exists()
+        ann.write_text(pristine)
+        return line
+
+    def same_id(coco):
+        coco['images'][1]['id'] = coco['images'][0]['id']
+    spoil(ann, same_id)
+    test_tool(run['config'], run['trained'], '1 image ids are used by more than one image (e.g. id',
+              'each image needs an id of its own', 'renumber them')
+
+    def same_annotation_id(coco):
+        coco['annotations'][1]['id'] = coco['annotations'][0]['id']
+    spoil(ann, same_annotation_id)
+    test_tool(run['config'], run['trained'], '1 annotation ids are used more than once')
+
+    spoil(ann, lambda coco: coco.update(annotations=[]))
+    test_tool(run['config'], run['trained'], 'lists 8 images but no annotations: there is nothing to evaluate '
+              'against')
+
+    spoil(ann, lambda coco: [c.update(name=c['name'].upper()) for c in coco['categories']])
+    test_tool(run['config'], run['trained'], "none of the config's classes (circle, square, triangle, star) is among "
+              'its categories (CIRCLE, SQUARE', "set the dataset's metainfo=dict(classes=...)")
+
+    def short_polygon(coco):
+        coco['annotations'][2]['segmentation'] = [[1.0, 2.0, 3.0, 4.0]]
+    spoil(ann, short_polygon)
+    test_tool(MASK_RCNN, bad / 'mask_rcnn.pth', '1 mask polygons have fewer than 3 points',
+              f'annotation id {json.loads(pristine)["annotations"][2]["id"]}', '4 numbers')
+
+
+def test_a_setting_the_model_does_not_have_is_named_with_the_closest_one(tiny_detection_run, tmp_path):
     run = tiny_detection_run
     work = tmp_path / 'work'
-    options = ['--cfg-options', 'train_dataloader.batch_size=8', 'train_cfg.val_interval=1000',
-               'custom_hooks.0.decay_epochs=1', 'default_hooks.checkpoint.interval=1',
-               'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1']
-    proc = subprocess.Popen([sys.executable, str(ROOT / 'tools/train.py'), RETINANET, '--work-dir', str(work),
-                             *options, 'train_cfg.max_epochs=50'], cwd=run['cwd'], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
-    deadline = time.monotonic() + 300
-    while not (work / 'epoch_1.pth').exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, output[-3000:]
-    assert re.search(r'interrupted: the newest complete checkpoint is \S+epoch_\d+\.pth; continue with --resume',
-                     output)
-    saved = sorted(int(p.stem.split('_')[1]) for p in work.glob('epoch_*.pth'))
-    newest = saved[-1]
-    assert not list(work.glob('.*partial*'))  # an interrupted save leaves no temporary behind
+    refused(run_tool('train.py', run['config'], '--work-dir', str(work), '--cfg-options', 'model.backbone.act_nun=3',
+                     cwd=run['cwd']),
+            "model.backbone.act_nun: VanillaNet has no setting 'act_nun'; did you mean act_num?")
+    refused(run_tool('train.py', run['config'], '--work-dir', str(work), '--cfg-options',
+                     'model.backbone.out_indices=[3,1,2]', cwd=run['cwd']),
+            'out_indices (3, 1, 2) must be increasing, each stage once (e.g. (1, 2, 3))', 'wrong strides')
+    refused(run_tool('train.py', run['config'], '--work-dir', str(work), '--cfg-options', 'model.backbone.deploy=True',
+                     'model.backbone.with_cp=True', cwd=run['cwd']),
+            'model.backbone.deploy=True builds the re-parameterized form',
+            'train with deploy=False', 'custom_hooks=[]')
+    assert not work.exists()  # no log folder, no config dump
 
-    (work / 'last_checkpoint').unlink(missing_ok=True)  # as when the signal comes between the checkpoint and it
-    whole = (work / f'epoch_{newest}.pth').read_bytes()
-    (work / f'epoch_{newest + 1}.pth').write_bytes(whole[:len(whole) // 2])  # as mmengine's own saving may leave
-    kept = {n: hashlib.sha1((work / f'epoch_{n}.pth').read_bytes()).hexdigest() for n in saved}
 
-    proc = run_tool('train.py', RETINANET, '--work-dir', str(work), '--resume', *options,
-                    f'train_cfg.max_epochs={newest + 1}', cwd=run['cwd'])
+def nonfinite_checkpoint(run: dict, path: Path, value: float, ddp: bool = False) -> str:
+    """The tiny trained checkpoint with one weight spoilt by ``value`` (NaN or inf); returns that weight's name."""
+    checkpoint = torch.load(run['trained'], weights_only=True)
+    name = 'neck.lateral_convs.1.conv.weight'
+    checkpoint['state_dict'][name].view(-1)[3] = value
+    if ddp:
+        checkpoint['state_dict'] = {f'module.{k}': v for k, v in checkpoint['state_dict'].items()}
+    torch.save(checkpoint, path)
+    return name
+
+
+def test_non_finite_weights_are_refused_by_every_tool_with_the_first_such_weight(tiny_detection_run, tmp_path):
+    run = tiny_detection_run
+    name = nonfinite_checkpoint(run, tmp_path / 'nan.pth', float('nan'))
+    nonfinite_checkpoint(run, tmp_path / 'inf.pth', float('inf'))
+    for tool, args, checkpoint, what in (
+            ('test.py', ['--metrics-out', str(tmp_path / 'metrics.json')], 'nan.pth', 'NaN'),
+            ('reparameterize.py', [str(tmp_path / 'deploy.pth')], 'nan.pth', 'NaN'),
+            ('export_onnx.py', ['--out', str(tmp_path / 'model.onnx')], 'inf.pth', 'infinite values')):
+        refused(run_tool(tool, run['config'], str(tmp_path / checkpoint), *args, cwd=run['cwd']),
+                f'{tmp_path / checkpoint}: its weight {name} holds {what} (1 of ', 'the training that wrote it diverged')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['inf.pth', 'nan.pth']
+
+
+def test_a_checkpoint_saved_inside_ddp_converts_as_the_runner_loads_it(tiny_detection_run, tmp_path):
+    run = tiny_detection_run
+    checkpoint = torch.load(run['trained'], weights_only=True)
+    checkpoint['state_dict'] = {f'module.{k}': v for k, v in checkpoint['state_dict'].items()}
+    torch.save(checkpoint, tmp_path / 'ddp.pth')
+    proc = run_tool('reparameterize.py', run['config'], str(tmp_path / 'ddp.pth'), str(tmp_path / 'deploy.pth'),
+                    cwd=run['cwd'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(not k.startswith('module.') for k in torch.load(tmp_path / 'deploy.pth')['state_dict'])
+
+
+def test_a_nan_loss_stops_training_with_one_line_unless_allowed(tiny_detection_run, tmp_path):
+    run = tiny_detection_run
+    options = ['--cfg-options', 'optim_wrapper.optimizer.lr=1e8', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=10',
+               'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1']
+    line = refused(run_tool('train.py', run['config'], '--work-dir', str(tmp_path / 'stopped'), *options,
+                            cwd=run['cwd']),
+                   'training stopped: the loss is nan at epoch ', 'Usual causes: the learning rate (',
+                   ') too high for this batch size',
+                   '--allow-nonfinite-loss to train on', 'the newest complete checkpoint is')
+    stopped_at = int(re.search(r'iteration (\d+)', line).group(1))
+    assert stopped_at <= 8  # the first non-finite loss, not a whole run of them
+    proc = run_tool('train.py', run['config'], '--work-dir', str(tmp_path / 'allowed'), '--allow-nonfinite-loss',
+                    *options, cwd=run['cwd'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / 'allowed/epoch_2.pth').exists()
+
+
+def test_a_full_disk_while_saving_names_the_checkpoint(tiny_detection_run, tmp_path):
+    run = tiny_detection_run
+    proc = subprocess.run([sys.executable, str(ROOT / 'tests/faults.py'), 'ENOSPC@save', str(ROOT / 'tools/train.py'),
+                           run['config'], '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                           'train_cfg.max_epochs=1', 'train_cfg.val_interval=10'],
+                          cwd=run['cwd'], capture_output=True, text=True, timeout=600)
+    refused(proc, f'no space left to write {tmp_path}/work/epoch_1.pth (no space left on device;',
+            'free some space or write it elsewhere; epoch_1.pth was not written')
+    assert not (tmp_path / 'work/epoch_1.pth').exists() and not list((tmp_path / 'work').glob('.*partial*'))
+
+
+def test_show_dir_never_overwrites_and_is_checked_before_the_evaluation(tiny_detection_run, tmp_path):
+    run = tiny_detection_run
+    data = run['cwd'] / 'data/synthetic_coco'
+    kept = tmp_path / 'kept'
+    kept.mkdir()
+    (kept / 'drawing.png').write_bytes(b'a drawing the user keeps')
+    read_only = Path('/proc/1/drawings') if os.geteuid() == 0 else tmp_path / 'read_only/drawings'
+    if os.geteuid() != 0:
+        read_only.parent.mkdir()
+        read_only.parent.chmod(0o555)
+    before = snapshot(data), snapshot(tmp_path)
+    for show_dir, extra, fragments in (
+            (kept, [], [f'--show-dir {kept} holds 1 files or folders', 'pass --force, or give a new or empty folder']),
+            (data / 'val', ['--force'], [f"--show-dir {data / 'val'} lies in the data's folder", 'outside the data']),
+            (data, ['--force'], [f"--show-dir {data} lies in the data's folder"]),
+            (read_only, [], [f'cannot write --show-dir {read_only}: no write permission'])):
+        proc = run_tool('test.py', run['config'], str(run['trained']), '--show-dir', str(show_dir), *extra,
+                        '--work-dir', str(tmp_path / 'work'), cwd=run['cwd'])
+        refused(proc, *fragments)
+        assert 'Epoch(test)' not in proc.stdout + proc.stderr  # refused before the evaluation
+    assert (snapshot(data), snapshot(tmp_path)) == before
+
+
+def test_a_timm_checkpoint_loads_as_a_detection_backbone_and_a_foreign_one_is_refused(tiny_detection_run,
+                                                                                     tmp_path):
+    from mmvanilla.models.timm_models import TimmVanillaNet
+    run = tiny_detection_run
+    backbone = Config.fromfile(run['config']).model.backbone
+    timm_model = TimmVanillaNet(arch=dict(backbone.arch), act_num=backbone.act_num, num_classes=10)
+    torch.save({'model': timm_model.state_dict()}, tmp_path / 'timm.pth')
+    other = TimmVanillaNet(arch=dict(backbone.arch), act_num=3, num_classes=10)
+    torch.save(other.state_dict(), tmp_path / 'act_num3.pth')
+    torch.save({'state_dict': {'encoder.weight': torch.zeros(3)}}, tmp_path / 'foreign.pth')
+
+    def train(checkpoint, *extra):
+        config = tmp_path / f'{checkpoint.stem}_config.py'  # a user's config on top of the tiny one
+        config.write_text(f'_base_ = {run["config"]!r}\n'
+                          f'model = dict(backbone=dict(init_cfg=dict(_delete_=True, type="Pretrained", '
+                          f'checkpoint="{checkpoint}")))\n')
+        return run_tool('train.py', str(config), '--work-dir', str(tmp_path / 'work'), *extra, cwd=run['cwd'])
+
+    refused(train(tmp_path / 'foreign.pth'), f'model.backbone.init_cfg: checkpoint {tmp_path}/foreign.pth does not '
+            'fit this VanillaNet: the checkpoint holds no weight of this VanillaNet (its keys: encoder.weight')
+    refused(train(tmp_path / 'act_num3.pth'), 'does not fit this VanillaNet: checkpoint has 7x7 activation kernels '
+            'but the model has act_num=2: set act_num=3')
+    assert not (tmp_path / 'work').exists()
+    proc = train(tmp_path / 'timm.pth', '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=10')
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
-    assert f'epoch_{newest + 1}.pth is incomplete (its saving was cut short): not resumed from' in output
-    assert f'resuming from {work}/epoch_{newest}.pth, the newest complete checkpoint (last_checkpoint is missing)' \
-        in output
-    log = sorted(work.glob('*/*.log'))[-1].read_text()
-    assert re.search(rf'Epoch\(train\) +\[{newest + 1}\]', log) and not re.search(r'Epoch\(train\) +\[1\]', log)
-    assert {n: hashlib.sha1((work / f'epoch_{n}.pth').read_bytes()).hexdigest() for n in saved} == kept
-    assert torch.load(work / f'epoch_{newest + 1}.pth', weights_only=True)['meta']['epoch'] == newest + 1
+    own = len([k for k in timm_model.backbone.state_dict() if not k.endswith('num_batches_tracked')])
+    assert f'VanillaNet: the checkpoint gives {own} of its {own} weights' in output
+    head = len([k for k in timm_model.state_dict() if k.startswith('head.')])
+    assert "loading the backbone of a whole model's checkpoint" in output
+    assert f'left out its {head} other tensors (head)' in output
+
+
+def test_a_symbolic_link_that_loops_is_called_so(tiny_detection_run, tmp_path):
+    run = tiny_detection_run
+    (tmp_path / 'loop.pth').symlink_to(tmp_path / 'loop.pth')
+    (tmp_path / 'dangling.pth').symlink_to(tmp_path / 'gone.pth')
+    refused(run_tool('test.py', run['config'], str(tmp_path / 'loop.pth'), cwd=run['cwd']),
+            f'checkpoint {tmp_path}/loop.pth is a symbolic link that loops')
+    refused(run_tool('test.py', run['config'], str(tmp_path / 'dangling.pth'), cwd=run['cwd']),
+            f'checkpoint {tmp_path}/dangling.pth is a symbolic link to {tmp_path}/gone.pth, which does not exist')
+
+
+@pytest.mark.parametrize('tool, args, fragments', [
+    ('benchmark.py', ['--repeats', '0'], ['repeats=0: give a positive integer']),
+    ('benchmark.py', ['--archs', '14'], ['unknown VanillaNet arch', "'14'", 'valid names: 5, 6']),
+    ('benchmark.py', ['--archs', '5', '--quick'], ['--quick times a tiny model of its own and takes no --archs']),
+    ('describe_variants.py', ['--size', '0'], ['--size 0 is too small', 'at least 32']),
+    ('make_synthetic_data.py', ['coco', '--num-train', '0'], ['num_train']),
+])
+def test_tool_arguments_out_of_range_get_one_line(tool, args, fragments, tmp_path):
+    refused(run_tool(tool, *args, cwd=tmp_path), *fragments)
+    assert not list(tmp_path.iterdir())

@@ -22,7 +22,7 @@ from mmvanilla.runner import clear_errors
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = BenchmarkSettings()
-    parser.add_argument('--archs', nargs='+', default=list(defaults.archs), help='VanillaNet variants (5 ... 13)')
+    parser.add_argument('--archs', nargs='+', help=f'VanillaNet variants (5 ... 13; default: {" ".join(defaults.archs)})')
     parser.add_argument('--batch', type=int, default=defaults.batch, help='batch of the throughput runs')
     parser.add_argument('--threads', type=int, help='CPU threads (default: every core this process may use)')
     parser.add_argument('--repeats', type=int, default=defaults.repeats, help='timed runs at batch 1')
@@ -54,10 +54,12 @@ def main():
                    training_settings=TrainingSettings(device=args.device, parts=args.training_parts,
                                                      compiled=args.compile))
     with clear_errors():
+        if args.quick and args.archs:
+            raise ValueError('--quick times a tiny model of its own and takes no --archs: drop one of the two')
         if args.quick:
             settings = quick_settings(device=args.device, threads=args.threads, compiled=args.compile)
         else:
-            settings = BenchmarkSettings(archs=[] if args.skip_classification else args.archs,
+            settings = BenchmarkSettings(archs=[] if args.skip_classification else args.archs or defaults.archs,
                                          references=not args.skip_classification, **options)
         result = run_benchmark(settings)
         paths = write_report(result, args.out_dir)

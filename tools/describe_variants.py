@@ -7,7 +7,8 @@ import argparse
 import torch
 from mmengine.logging import MMLogger
 
-from mmvanilla.models import ARCH_SETTINGS, VanillaNet
+from mmvanilla.models import ARCH_SETTINGS, VanillaNet, min_input_size
+from mmvanilla.runner import clear_errors
 
 
 def randomize_norms(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -24,6 +25,11 @@ def main():
     parser.add_argument('--arch', nargs='+', default=list(ARCH_SETTINGS), choices=list(ARCH_SETTINGS))
     parser.add_argument('--size', type=int, default=224)
     args = parser.parse_args()
+    with clear_errors():
+        smallest = max(min_input_size(arch) for arch in args.arch)
+        if args.size < smallest:
+            raise ValueError(f'--size {args.size} is too small: these variants downsample by up to {smallest}, so '
+                             f'--size must be at least {smallest}')
     logger = MMLogger.get_instance('mmvanilla')
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, args.size, args.size, generator=gen)

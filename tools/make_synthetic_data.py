@@ -9,6 +9,7 @@ import argparse
 import json
 
 from mmvanilla.datasets import generate_synthetic_coco, generate_synthetic_image_folder
+from mmvanilla.runner import clear_errors
 
 # kind: (generator, default output, default image side); image counts default to the generator's own.
 KINDS = {'coco': (generate_synthetic_coco, 'data/synthetic_coco', 128),
@@ -30,10 +31,8 @@ def main(argv=None):
     args = parse_args(argv)
     generate, out, size = KINDS[args.kind]
     counts = {k: v for k, v in (('num_train', args.num_train), ('num_val', args.num_val)) if v is not None}
-    try:
+    with clear_errors():
         summary = generate(args.out or out, image_size=args.size or size, seed=args.seed, **counts)
-    except (FileExistsError, ValueError) as error:
-        raise SystemExit(f'error: {error}')
     print(json.dumps(summary, indent=2))
 
 

@@ -1,21 +1,35 @@
 #!/usr/bin/env bash
-# Creates .venv/ with torch 2.14.1, mmcv 2.1.0 (compiled ops), mmengine, mmdet, timm and mmvanilla itself, then
-# proves the install. Idempotent: a second run only re-checks the install.
+# Creates a virtual environment with a tested, pinned stack (torch, torchvision, mmcv with its compiled ops, mmengine,
+# mmdet, timm ...) and mmvanilla itself (editable), then proves the install. Idempotent: a second run only re-checks
+# the install.
 #
-# mmcv has no wheel for this torch; its sdist builds once (about 15 minutes on 2 cores for the CPU ops) with C++20
-# and no build isolation. Its ops get CUDA kernels when torch is a CUDA build, nvcc is there to compile them and a GPU
-# to run them (build target "cuda<version>"; MMVANILLA_MMCV_CUDA=1 without a GPU, =0 never), else CPU ones only
-# (target "cpu"); see tools/mmcv_ops.py. The wheel is cached outside the clone, keyed by mmcv, torch and Python
-# versions and the build target, so another clone installs it in seconds and a wheel without CUDA kernels is never
-# reused where they are wanted (a home directory shared by CPU and GPU nodes).
+#   STACK=current (default): .venv/ with requirements/current.txt (Python 3.11, torch 2.14), the README's figures;
+#   STACK=oldest:            .venv-oldest/ with requirements/oldest.txt (Python 3.10, torch 2.1), the oldest stack
+#                            mmvanilla supports (pyproject.toml's floors).
+#
+# The lock file is a pip constraints file: every install below is held to it, so a fresh machine gets exactly those
+# versions. mmcv has no wheel for these torches; its sdist builds once (about 15 minutes on 2 cores for the CPU ops)
+# with no build isolation, with C++20 for torch >= 2.10's headers. Its ops get CUDA kernels when torch is a CUDA
+# build, nvcc is there to compile them and a GPU to run them (build target "cuda<version>"; MMVANILLA_MMCV_CUDA=1
+# without a GPU, =0 never), else CPU ones only (target "cpu"); see tools/mmcv_ops.py. The wheel is cached outside
+# the clone, keyed by mmcv, torch and Python versions and the build target, so another clone installs it in seconds
+# and a wheel without CUDA kernels is never reused where they are wanted (a home directory shared by CPU and GPU
+# nodes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$ROOT/.venv"
-PY=${PYTHON:-python3.11}
-TORCH=2.14.1
-TORCHVISION=0.29.1
-MMCV=2.1.0
+STACK=${STACK:-current}
+case "$STACK" in
+  current) VENV="$ROOT/.venv"; PYVER=3.11; EXTRAS=test,deploy,benchmark ;;
+  # The oldest stack leaves the deploy extra out: its torch has no ONNX exporter of the kind mmvanilla uses.
+  oldest) VENV="$ROOT/.venv-oldest"; PYVER=3.10; EXTRAS=test ;;
+  *) printf '[setup] ERROR: unknown STACK=%s: current (the default) or oldest\n' "$STACK" >&2; exit 2 ;;
+esac
+LOCK="$ROOT/requirements/$STACK.txt"
+pinned() { sed -n "s/^$1==//p" "$LOCK"; }
+TORCH=$(pinned torch)
+TORCHVISION=$(pinned torchvision)
+MMCV=$(pinned mmcv)
 CACHE=${MMVANILLA_CACHE:-$HOME/.cache/mmvanilla}
 STAMP="$VENV/.mmvanilla-setup"
 
@@ -26,7 +40,7 @@ fail() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 build_target() { "$VENV/bin/python" "$ROOT/tools/mmcv_ops.py" target; }
 verify() { "$VENV/bin/python" "$ROOT/tools/mmcv_ops.py" verify "$1"; }
 
-want=$(cat "$ROOT/pyproject.toml" "$ROOT/tools/setup_env.sh" "$ROOT/tools/mmcv_ops.py" | sha256sum | cut -d' ' -f1)
+want=$(cat "$ROOT/pyproject.toml" "$LOCK" "$ROOT/tools/setup_env.sh" "$ROOT/tools/mmcv_ops.py" | sha256sum | cut -d' ' -f1)
 if [[ -f "$STAMP" && -x "$VENV/bin/python" ]]; then
   read -r stamped built < "$STAMP" || true
   target=$(build_target)
@@ -43,12 +57,22 @@ fi
 cleanup() { rc=$?; if [[ $rc -ne 0 ]]; then log "set-up failed (exit $rc): removing $VENV"; rm -rf "$VENV"; fi; }
 trap cleanup EXIT
 
-command -v "$PY" >/dev/null || fail "$PY not found: install Python 3.11 or set PYTHON=/path/to/python3.11"
+# python$PYVER on PATH, else a pyenv-installed one (its shim answers only where pyenv selects that version).
+PY=${PYTHON:-}
+if [[ -z "$PY" ]]; then
+  for candidate in "python$PYVER" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$PYVER".*/bin/"python$PYVER"; do
+    if "$candidate" -c 'import sys' >/dev/null 2>&1; then PY=$candidate; break; fi
+  done
+fi
+[[ -n "$PY" ]] && "$PY" -c 'import sys' >/dev/null 2>&1 \
+  || fail "python$PYVER not found: install Python $PYVER or set PYTHON=/path/to/python$PYVER"
+[[ -n "$TORCH" && -n "$TORCHVISION" && -n "$MMCV" ]] || fail "$LOCK must pin torch, torchvision and mmcv"
 rm -rf "$VENV"
 log "creating $VENV with $($PY --version)"
 "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-# mmengine 0.10.7 imports pkg_resources, which setuptools 81 removed.
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$LOCK")
+log "installing the $STACK stack pinned by ${LOCK#"$ROOT/"}"
+# mmengine imports pkg_resources, which setuptools 81 removed.
 "${PIP[@]}" --upgrade pip 'setuptools<81' wheel ninja
 log "installing torch $TORCH and torchvision $TORCHVISION"
 "${PIP[@]}" "torch==$TORCH" "torchvision==$TORCHVISION"
@@ -73,9 +97,11 @@ if [[ -z "$wheel" ]]; then
     "mmcv==$MMCV" -d "$build" || fail "could not download the mmcv $MMCV sdist from the package index"
   tar -xzf "$build/mmcv-$MMCV.tar.gz" -C "$build"
   src="$build/mmcv-$MMCV"
-  # torch >= 2.10 headers need C++20; mmcv 2.1.0 asks for C++17.
-  grep -q 'c++17' "$src/setup.py" || fail "mmcv's setup.py no longer mentions c++17: update the patch in $0"
-  sed -i 's/c++17/c++20/g' "$src/setup.py"
+  # torch >= 2.10 headers need C++20; mmcv 2.1.0 asks for C++17, which older torches take as it is.
+  if "$VENV/bin/python" -c 'import sys, torch; sys.exit(tuple(map(int, torch.__version__.split(".")[:2])) < (2, 10))'; then
+    grep -q 'c++17' "$src/setup.py" || fail "mmcv's setup.py no longer mentions c++17: update the patch in $0"
+    sed -i 's/c++17/c++20/g' "$src/setup.py"
+  fi
   if ! (cd "$src" && env "${build_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         "$VENV/bin/python" -m pip wheel --no-deps --no-build-isolation -w "$build/dist" . > "$build/build.log" 2>&1); then
     tail -n 40 "$build/build.log" >&2
@@ -92,8 +118,8 @@ else
 fi
 "${PIP[@]}" "$wheel"
 
-log "installing mmvanilla (editable) with mmengine, mmdet, timm, pycocotools, pytest"
-"${PIP[@]}" -e "$ROOT[test]"
+log "installing mmvanilla (editable, extras $EXTRAS) with mmengine, mmdet, timm, pycocotools"
+"${PIP[@]}" -e "$ROOT[$EXTRAS]"
 verify "$target"
 echo "$want $target" > "$STAMP"
-log "done: activate with 'source .venv/bin/activate'"
+log "done: activate with 'source ${VENV#"$ROOT/"}/bin/activate'"

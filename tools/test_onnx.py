@@ -14,7 +14,6 @@ import argparse
 
 from mmengine.config import DictAction
 
-from mmvanilla.onnx_eval import evaluate_onnx, format_evaluation
 from mmvanilla.runner import clear_errors, load_config
 
 
@@ -31,6 +30,7 @@ def main():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     args = parser.parse_args()
     with clear_errors():
+        from mmvanilla.onnx_eval import evaluate_onnx, format_evaluation  # needs torch >= 2.6: one line otherwise
         if args.threads is not None and args.threads < 1:
             raise ValueError(f'--threads {args.threads}: give a positive number of threads')
         cfg = load_config(args.config, args.work_dir, args.cfg_options)

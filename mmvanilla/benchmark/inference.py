@@ -23,6 +23,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..models.vanillanet import resolve_arch
 from .environment import available_cores, check_device, environment, run_settings
 from .memory import kept_for_backward_mb, peak_memory
 from .models import (ModelSpec, arch_name, build_benchmark_model, finish_model, inference_fn, load_detector_config,
@@ -96,6 +97,20 @@ class BenchmarkSettings:
     inference: bool = True
     training: bool | None = None
     training_settings: TrainingSettings | None = None
+
+    def __post_init__(self):
+        for name in ('batch', 'repeats', 'batch_repeats', 'train_batch', 'image_size', 'matmul_size'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name.replace("_", "-")}={value!r}: give a positive integer')
+        for name in ('warmup', 'batch_warmup'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f'{name.replace("_", "-")}={value!r}: give an integer >= 0')
+        if not self.archs:
+            raise ValueError('archs: give at least one VanillaNet variant')
+        for arch in self.archs:
+            resolve_arch(arch)
 
 
 def count_flops(fn: Callable[[], object]) -> int:

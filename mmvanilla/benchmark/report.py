@@ -9,6 +9,7 @@ import json
 import os
 import os.path as osp
 
+from ..extras import require
 from .training import depthwise_label
 
 __all__ = ['deploy_speedups', 'format_markdown', 'format_training_markdown', 'plot', 'write_report']
@@ -118,7 +119,7 @@ def format_markdown(result: dict) -> str:
 
 def plot(result: dict, path: str) -> None:
     """Bar charts of batch-1 latency and of the share of the matmul reference, one bar per model and form."""
-    import matplotlib
+    matplotlib = require('matplotlib', "the benchmark's plot")
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     rows = result['models']

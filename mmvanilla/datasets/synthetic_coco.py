@@ -67,7 +67,7 @@ def generate_synthetic_coco(root: str | os.PathLike, num_train: int = 600, num_v
         ValueError: If an argument is out of range.
         FileExistsError: If ``root`` holds other files or a dataset made with other arguments.
     """
-    check_integers(num_train=(num_train, 0), num_val=(num_val, 0), image_size=(image_size, 32), seed=(seed, 0))
+    check_integers(num_train=(num_train, 1), num_val=(num_val, 1), image_size=(image_size, 32), seed=(seed, 0))
     root = Path(root)
     meta = dict(generator='mmvanilla.datasets.synthetic_coco', format_version=_FORMAT_VERSION, classes=list(CLASSES),
                 num_train=int(num_train), num_val=int(num_val), image_size=int(image_size), seed=int(seed))

@@ -1,4 +1,6 @@
-from .hooks import DeepTrainingHook
+from .hooks import DeepTrainingHook, NonFiniteLoss, NonFiniteLossHook
+from .interrupts import Interrupted, StopOnSignalHook
 from .optimizers import VanillaNetLayerDecayOptimWrapperConstructor
 
-__all__ = ['DeepTrainingHook', 'VanillaNetLayerDecayOptimWrapperConstructor']
+__all__ = ['DeepTrainingHook', 'Interrupted', 'NonFiniteLoss', 'NonFiniteLossHook', 'StopOnSignalHook',
+           'VanillaNetLayerDecayOptimWrapperConstructor']

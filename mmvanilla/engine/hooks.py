@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import BaseAveragedModel, is_model_wrapper
@@ -126,3 +127,30 @@ class DeepTrainingHook(Hook):
 
     def before_test_epoch(self, runner) -> None:
         self._before_eval(runner, 'test')
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite."""
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stops training at the first iteration whose loss is NaN or infinite, with one line that names the epoch,
+    the iteration, each loss term and the usual causes: once the weights hold NaN, every later iteration, checkpoint
+    and evaluation is worthless. ``tools/train.py`` registers it unless ``--allow-nonfinite-loss``."""
+
+    priority = 'VERY_HIGH'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        loss = (outputs or {}).get('loss')
+        if loss is None or bool(torch.isfinite(torch.as_tensor(loss)).all()):
+            return
+        terms = ', '.join(f'{key}={float(value):.4g}' for key, value in outputs.items()
+                          if key != 'loss' and 'loss' in key)
+        lrs = runner.optim_wrapper.get_lr().get('lr', [])
+        lr = f'the learning rate ({max(lrs):.4g}) too high for this batch size, ' if lrs else 'the learning rate, '
+        raise NonFiniteLoss(
+            f'training stopped: the loss is {float(loss)} at epoch {runner.epoch + 1}, iteration {runner.iter + 1} '
+            f'({terms}). Usual causes: {lr}no gradient clipping (optim_wrapper.clip_grad), fp16 overflow (--amp '
+            'scales the loss), or a broken box or image in the data. Fix the cause and resume from a checkpoint '
+            'before it, or pass --allow-nonfinite-loss to train on')

@@ -12,11 +12,13 @@ from mmengine.registry import MODELS as MMENGINE_MODELS  # where mmcv registers 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import depthwise_conv2d, fast_dwconv_applies
+from ..ops import depthwise_conv2d, fast_dwconv_applies, is_compiling, is_exporting
 from .fusion import fuse_conv_bn, merge_conv_1x1
 from .utils import check_lambda_one
 
 DEFAULT_NORM_CFG = dict(type='BN', eps=1e-6, requires_grad=True)
+# Whether a compiled graph follows the host copy of lambda as it changes (below: DeepTrainingConv).
+COMPILE_FOLLOWS_HOST_LAMBDA = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 4)
 
 
 def trunc_normal_init(conv: nn.Conv2d) -> nn.Conv2d:
@@ -160,17 +162,25 @@ class DeepTrainingConv(nn.Module):
         if self.deployed:
             return self.conv(x)
         x = self.conv1(x)
-        if self._act_lambda_host != 1.0:
-            if torch.jit.is_scripting():
+        if torch.jit.is_scripting():
+            if self._act_lambda_host != 1.0:
                 x = F.prelu(x, self.act_lambda)
-            else:
-                x = self._leaky_relu(x)
+        elif self._act_lambda_host != 1.0 or self._compiled_without_host_lambda():
+            x = self._leaky_relu(x)
         return self.conv2(x)
+
+    @torch.jit.unused
+    def _compiled_without_host_lambda(self):
+        # type: () -> bool
+        # torch.compile before torch 2.4 (dynamo of 2.1, tested) neither guards on nor re-reads a module's float
+        # attributes: a graph compiled at one lambda kept it. There the compiled graph always takes the buffer.
+        return not COMPILE_FOLLOWS_HOST_LAMBDA and is_compiling()
 
     @torch.jit.unused
     def _leaky_relu(self, x):
         # type: (Tensor) -> Tensor
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        if (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or is_exporting()
+                or self._compiled_without_host_lambda()):
             return F.prelu(x, self.act_lambda)  # the slope stays the buffer in a traced or exported graph
         if x.requires_grad:
             return _LeakyReLUKeepingOutput.apply(x, self._act_lambda_host)

@@ -9,6 +9,7 @@ the names of its published files. Nothing can be downloaded: put a file where ``
 from __future__ import annotations
 
 import math
+import os
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -154,6 +155,20 @@ __all__ = ['TimmVanillaNet', 'checkpoint_filter_fn', 'register_vanillanet']  # r
 default_cfgs: dict = {}
 
 
+def _check_pretrained_file(name: str, kwargs: dict) -> None:
+    """Names the missing weights file of ``pretrained=True`` (timm raises a FileNotFoundError without a message)."""
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    cfg = kwargs.get('pretrained_cfg')
+    cfg = cfg if isinstance(cfg, dict) else vars(cfg) if cfg is not None else {}
+    if overlay.get('state_dict') is not None or cfg.get('state_dict') is not None:
+        return
+    file = overlay.get('file') or cfg.get('file') or default_cfgs[name].default.file
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f'{name}: pretrained=True loads the weights file {file}, which does not exist '
+                                '(nothing is downloaded): put the paper\'s file there, or pass '
+                                f'pretrained_cfg_overlay=dict(file=\'PATH/TO/{name}.pth\')')
+
+
 def register_vanillanet(name: str, arch: str | dict, **pretrained_cfg) -> None:
     """Registers a VanillaNet variant with timm under ``name``; the paper's ones are registered on import.
 
@@ -175,6 +190,8 @@ def register_vanillanet(name: str, arch: str | dict, **pretrained_cfg) -> None:
     default_cfgs.update(generate_default_cfgs({name: _cfg(name, **pretrained_cfg)}))
 
     def create(pretrained: bool = False, **kwargs) -> TimmVanillaNet:
+        if pretrained:
+            _check_pretrained_file(name, kwargs)
         return build_model_with_cfg(TimmVanillaNet, name, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                     feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
                                     arch=arch, **kwargs)

@@ -6,19 +6,21 @@ so the whole net trains in the deep-training form and re-parameterizes to one co
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import torch
 from mmdet.registry import MODELS
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from ..ops import fast_max_pool_applies, max_pool2d
+from ..ops import fast_max_pool_applies, is_compiling, max_pool2d
 from .layers import DEFAULT_NORM_CFG, DeepTrainingConv, RectifiedSeriesActivation, SeriesActivation, check_act_lambda
-from .official import adapt_official_state_dict
+from .official import adapt_official_state_dict, check_checkpoint_form
 from .utils import check_lambda_one
 
 
@@ -69,6 +71,19 @@ def resolve_arch(arch: str | int | dict) -> dict:
         raise ValueError(f'custom arch: channels must be integers >= 1, got {arch["stem_channels"]}, {widths}')
     arch.update(widths=widths, strides=strides, pool_sizes=pool_sizes)
     return arch
+
+
+def min_input_size(arch: str | dict) -> int:
+    """The smallest input height and width an arch takes: its total stride (the stem's times the blocks' pooling
+    strides), below which a pooling window finds no pixel.
+
+    Example:
+        >>> min_input_size('5'), min_input_size('13')
+        (32, 32)
+    """
+    arch = resolve_arch(arch)
+    return arch['stem_stride'] * math.prod(
+        stride for stride, pool_size in zip(arch['strides'], arch['pool_sizes']) if pool_size is None)
 
 
 def stage_ends(arch: dict) -> list[int]:
@@ -237,6 +252,7 @@ class VanillaNet(BaseModule):
         self.stage_ends = stage_ends(self.arch)
         self.num_stages = len(self.stage_ends)
         self.stage_channels = tuple(channels[end + 1] for end in self.stage_ends)
+        self.min_input_size = min_input_size(self.arch)  #: the smallest input height and width
 
         out_indices = tuple(out_indices)
         bad = [i for i in out_indices if not -self.num_stages <= i < self.num_stages]
@@ -244,6 +260,10 @@ class VanillaNet(BaseModule):
             raise ValueError(f'out_indices {out_indices} out of range: this arch has {self.num_stages} stages, '
                              f'valid indices are 0..{self.num_stages - 1}')
         self.out_indices = tuple(i % self.num_stages for i in out_indices)
+        if list(self.out_indices) != sorted(set(self.out_indices)):
+            raise ValueError(f'out_indices {out_indices} must be increasing, each stage once (e.g. '
+                             f'{tuple(sorted(set(self.out_indices)))}): necks such as FPN take the stages in order of '
+                             'stride, and any other order builds a pyramid with its levels at the wrong strides')
         self.out_channels = tuple(self.stage_channels[i] for i in self.out_indices)
         if not -1 <= frozen_stages < self.num_stages:
             raise ValueError(f'frozen_stages={frozen_stages} out of range: use -1 (nothing frozen) to '
@@ -267,7 +287,7 @@ class VanillaNet(BaseModule):
 
     def _run(self, block_index: int, block: nn.Module, x: Tensor) -> Tensor:
         if self._checkpoints(block_index) and self.training and torch.is_grad_enabled():
-            if torch.compiler.is_compiling():
+            if is_compiling():
                 # A compiled graph recomputes the block's arithmetic only: its statistics' updates happen once.
                 return checkpoint(block, x, use_reentrant=False)
             return checkpoint(block, x, use_reentrant=False,
@@ -275,6 +295,8 @@ class VanillaNet(BaseModule):
         return block(x)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or is_compiling()):
+            self._check_input(x)
         x = self._run(-1, self.stem, x)
         outs = {}
         if -1 in self.stage_ends:
@@ -285,6 +307,16 @@ class VanillaNet(BaseModule):
             if i in ends:
                 outs[ends[i]] = x
         return tuple(outs[i] for i in self.out_indices)
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f'VanillaNet takes images as a (batch, 3, height, width) tensor, got shape '
+                             f'{tuple(x.shape)}')
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f'an input of {x.shape[-2]}x{x.shape[-1]} pixels is too small for this VanillaNet: it '
+                             f'downsamples by {self.min_input_size}, so height and width must be at least '
+                             f'{self.min_input_size}')
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
@@ -319,8 +351,43 @@ class VanillaNet(BaseModule):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         adapt_official_state_dict(state_dict, prefix, deploy=self.deploy)  # the paper's key names, form check
+        if not prefix and self._take_backbone_weights(state_dict) and not self.deploy:
+            check_checkpoint_form(state_dict, prefix, deploy=False)
         self._check_checkpoint_matches(state_dict, prefix)
+        if not prefix:
+            self._check_something_loads(state_dict)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _take_backbone_weights(self, state_dict: dict) -> bool:
+        """A whole model's weights loaded into this backbone itself (``init_cfg=dict(type='Pretrained', ...)``
+        without ``prefix``): a timm ``vanillanet_*`` or ``VanillaNetClassifier`` state dict, or a detector's, holds
+        it under ``backbone.``. Keeps that part, renamed, and leaves the head or neck out, logging the counts.
+        Returns whether it did."""
+        own = ('stem.', 'blocks.')
+        if any(k.startswith(own) for k in state_dict) or not any(k.startswith('backbone.') for k in state_dict):
+            return False
+        kept = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+        left = sorted({k.split('.')[0] for k in state_dict if not k.startswith('backbone.')})
+        MMLogger.get_current_instance().info(
+            f'VanillaNet: loading the backbone of a whole model\'s checkpoint ({len(kept)} tensors under backbone.); '
+            f'left out its {len(state_dict) - len(kept)} other tensors ({", ".join(left) or "none"})')
+        state_dict.clear()
+        state_dict.update(kept)
+        return True
+
+    def _check_something_loads(self, state_dict: dict) -> None:
+        """Refuses a checkpoint that would load no weight into this backbone (mmengine only warns, then trains
+        from random weights); logs how many it loads."""
+        own = [k for k in self.state_dict() if not k.endswith('num_batches_tracked')]
+        found = [k for k in own if k in state_dict]
+        if not found:
+            example = ', '.join(sorted(state_dict)[:3]) or 'none'
+            raise ValueError(
+                f'the checkpoint holds no weight of this VanillaNet (its keys: {example} ...): give a VanillaNet '
+                'checkpoint (the paper\'s, a timm vanillanet_* or VanillaNetClassifier state dict, an mmvanilla '
+                'detector\'s), or set init_cfg\'s prefix to the part that holds the backbone (e.g. prefix=\'backbone.\')')
+        MMLogger.get_current_instance().info(f'VanillaNet: the checkpoint gives {len(found)} of its {len(own)} '
+                                             'weights')
 
     def _check_checkpoint_matches(self, state_dict: dict, prefix: str) -> None:
         """Refuses, by name, a checkpoint of another arch or act_num before any tensor is copied."""

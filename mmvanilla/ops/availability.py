@@ -6,18 +6,30 @@ The kernels (:mod:`.depthwise`, :mod:`.pooling`) run on CUDA tensors, and on CPU
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor
+
+#: Whether this torch can register the kernels as operators (``torch.library.custom_op``, torch >= 2.4), which
+#: ``torch.compile`` needs; the kernels themselves are written for the Triton that comes with such a torch.
+OPERATORS_SUPPORTED = hasattr(torch.library, 'custom_op')
 
 try:
     import triton
     import triton.language as tl
 except ImportError:  # a torch build without Triton (CPU-only wheels, some platforms)
     triton = tl = None
+if triton is not None and not OPERATORS_SUPPORTED:
+    print_log(f'mmvanilla: the Triton kernels need torch >= 2.4 (this is {torch.__version__} with Triton '
+              f'{triton.__version__}): PyTorch\'s own depthwise convolution and max-pool run instead',
+              logger='current', level=logging.WARNING)
+    triton = tl = None
 
-__all__ = ['ENV_SWITCH', 'INTERPRETED', 'kernels_apply', 'runs_on', 'tl', 'triton', 'triton_available']
+__all__ = ['ENV_SWITCH', 'INTERPRETED', 'OPERATORS_SUPPORTED', 'is_compiling', 'is_exporting', 'kernels_apply',
+           'runs_on', 'tl', 'triton', 'triton_available']
 
 # Set to 0 to turn the kernels off for a whole run (the models then use PyTorch's operators everywhere).
 ENV_SWITCH = 'MMVANILLA_FAST_DWCONV'
@@ -26,8 +38,22 @@ ENV_SWITCH = 'MMVANILLA_FAST_DWCONV'
 INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
+def is_compiling() -> bool:
+    """``torch.compiler.is_compiling()`` (torch >= 2.3), or dynamo's own answer on an older torch."""
+    if hasattr(torch.compiler, 'is_compiling'):
+        return torch.compiler.is_compiling()
+    return torch._dynamo.is_compiling()
+
+
+def is_exporting() -> bool:
+    """``torch.compiler.is_exporting()`` where torch has it; False on a torch without it (nothing exports there
+    through ``torch.export``'s non-strict mode)."""
+    return torch.compiler.is_exporting() if hasattr(torch.compiler, 'is_exporting') else False
+
+
 def triton_available() -> bool:
-    """Whether Triton imported (it comes with PyTorch's CUDA wheels on Linux)."""
+    """Whether Triton imported (it comes with PyTorch's CUDA wheels on Linux) and the kernels can use it (torch >=
+    2.4)."""
     return triton is not None
 
 
@@ -50,4 +76,4 @@ def kernels_apply(x: Tensor, layouts: tuple[torch.memory_format, ...] = (torch.c
             and any(x.is_contiguous(memory_format=layout) for layout in layouts)
             and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and os.environ.get(ENV_SWITCH, '1') != '0'
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_exporting())
+            and not is_exporting())

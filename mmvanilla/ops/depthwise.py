@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .availability import kernels_apply, runs_on, tl, triton
+from .availability import OPERATORS_SUPPORTED, is_compiling, kernels_apply, runs_on, tl, triton
 
 __all__ = ['depthwise_conv2d', 'fast_dwconv_applies']
 
@@ -268,48 +268,42 @@ class _DepthwiseConv2d(torch.autograd.Function):
 
 # The same kernels as PyTorch operators, for torch.compile: a compiled graph calls them as opaque operators (their
 # outputs' shapes known from the fake implementations below) and fuses the operations around them.
-@torch.library.custom_op('mmvanilla::depthwise_conv2d', mutates_args=())
-def _depthwise_op(x: Tensor, weight: Tensor, bias: Tensor | None, relu_input: bool) -> Tensor:
-    return _conv(x, weight, bias, flip=False, relu_input=relu_input, gate=None)
+# Registered only where torch can (>= 2.4); the kernels are off on an older torch (.availability).
+if OPERATORS_SUPPORTED:
+    @torch.library.custom_op('mmvanilla::depthwise_conv2d', mutates_args=())
+    def _depthwise_op(x: Tensor, weight: Tensor, bias: Tensor | None, relu_input: bool) -> Tensor:
+        return _conv(x, weight, bias, flip=False, relu_input=relu_input, gate=None)
 
+    @torch.library.custom_op('mmvanilla::depthwise_conv2d_input_grad', mutates_args=())
+    def _input_grad_op(grad: Tensor, weight: Tensor, x: Tensor, relu_input: bool) -> Tensor:
+        return _input_grad(grad, weight, x, relu_input)
 
-@torch.library.custom_op('mmvanilla::depthwise_conv2d_input_grad', mutates_args=())
-def _input_grad_op(grad: Tensor, weight: Tensor, x: Tensor, relu_input: bool) -> Tensor:
-    return _input_grad(grad, weight, x, relu_input)
+    @torch.library.custom_op('mmvanilla::depthwise_conv2d_weight_grad', mutates_args=())
+    def _weight_grad_op(grad: Tensor, x: Tensor, kernel_size: int, relu_input: bool) -> Tensor:
+        return _weight_grad(grad, x, kernel_size, relu_input)
 
+    @_depthwise_op.register_fake
+    def _(x, weight, bias, relu_input):
+        return torch.empty_like(x)
 
-@torch.library.custom_op('mmvanilla::depthwise_conv2d_weight_grad', mutates_args=())
-def _weight_grad_op(grad: Tensor, x: Tensor, kernel_size: int, relu_input: bool) -> Tensor:
-    return _weight_grad(grad, x, kernel_size, relu_input)
+    @_input_grad_op.register_fake
+    def _(grad, weight, x, relu_input):
+        return torch.empty_like(grad)
 
+    @_weight_grad_op.register_fake
+    def _(grad, x, kernel_size, relu_input):
+        return x.new_empty(x.shape[1], kernel_size, kernel_size, dtype=torch.float32)
 
-@_depthwise_op.register_fake
-def _(x, weight, bias, relu_input):
-    return torch.empty_like(x)
+    def _save_for_op_backward(ctx, inputs, output):
+        x, weight, _, relu_input = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.relu_input = relu_input
 
+    def _op_backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        return *_grads(grad, x, weight, ctx.relu_input, ctx.needs_input_grad, _input_grad_op, _weight_grad_op), None
 
-@_input_grad_op.register_fake
-def _(grad, weight, x, relu_input):
-    return torch.empty_like(grad)
-
-
-@_weight_grad_op.register_fake
-def _(grad, x, kernel_size, relu_input):
-    return x.new_empty(x.shape[1], kernel_size, kernel_size, dtype=torch.float32)
-
-
-def _save_for_op_backward(ctx, inputs, output):
-    x, weight, _, relu_input = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.relu_input = relu_input
-
-
-def _op_backward(ctx, grad):
-    x, weight = ctx.saved_tensors
-    return *_grads(grad, x, weight, ctx.relu_input, ctx.needs_input_grad, _input_grad_op, _weight_grad_op), None
-
-
-_depthwise_op.register_autograd(_op_backward, setup_context=_save_for_op_backward)
+    _depthwise_op.register_autograd(_op_backward, setup_context=_save_for_op_backward)
 
 
 def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -365,6 +359,6 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu
         bias = bias.to(dtype) if bias is not None else None
     _check(x, weight, bias)
     with torch.autocast('cuda', enabled=False):
-        if torch.compiler.is_compiling():
+        if is_compiling():
             return _depthwise_op(x, weight, bias, relu_input)
         return _DepthwiseConv2d.apply(x, weight, bias, relu_input)

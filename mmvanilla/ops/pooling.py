@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .availability import kernels_apply, runs_on, tl, triton
+from .availability import OPERATORS_SUPPORTED, is_compiling, kernels_apply, runs_on, tl, triton
 
 __all__ = ['fast_max_pool_applies', 'max_pool2d']
 
@@ -150,37 +150,33 @@ class _MaxPool2d(torch.autograd.Function):
 
 
 # The same kernels as PyTorch operators, for torch.compile (see mmvanilla.ops.depthwise).
-@torch.library.custom_op('mmvanilla::max_pool2d_with_positions', mutates_args=())
-def _pool_op(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    return _pool(x, window)
+# Registered only where torch can (>= 2.4); the kernels are off on an older torch (.availability).
+if OPERATORS_SUPPORTED:
+    @torch.library.custom_op('mmvanilla::max_pool2d_with_positions', mutates_args=())
+    def _pool_op(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
+        return _pool(x, window)
 
+    @torch.library.custom_op('mmvanilla::max_pool2d_backward', mutates_args=())
+    def _unpool_op(grad: Tensor, pos: Tensor, window: int, height: int, width: int) -> Tensor:
+        return _unpool(grad, pos, window, height, width)
 
-@torch.library.custom_op('mmvanilla::max_pool2d_backward', mutates_args=())
-def _unpool_op(grad: Tensor, pos: Tensor, window: int, height: int, width: int) -> Tensor:
-    return _unpool(grad, pos, window, height, width)
+    _pool_op.register_fake(_pool_outputs)
 
+    @_unpool_op.register_fake
+    def _(grad, pos, window, height, width):
+        return torch.empty(*pos.shape[:2], height, width, dtype=grad.dtype, device=grad.device,
+                           memory_format=_layout(pos))
 
-_pool_op.register_fake(_pool_outputs)
+    def _save_for_op_backward(ctx, inputs, output):
+        x, window = inputs
+        ctx.save_for_backward(output[1])
+        ctx.window, ctx.input_size = window, x.shape[-2:]
 
+    def _op_backward(ctx, grad, grad_pos):
+        pos, = ctx.saved_tensors
+        return _unpool_op(grad, pos, ctx.window, *ctx.input_size), None
 
-@_unpool_op.register_fake
-def _(grad, pos, window, height, width):
-    return torch.empty(*pos.shape[:2], height, width, dtype=grad.dtype, device=grad.device,
-                       memory_format=_layout(pos))
-
-
-def _save_for_op_backward(ctx, inputs, output):
-    x, window = inputs
-    ctx.save_for_backward(output[1])
-    ctx.window, ctx.input_size = window, x.shape[-2:]
-
-
-def _op_backward(ctx, grad, grad_pos):
-    pos, = ctx.saved_tensors
-    return _unpool_op(grad, pos, ctx.window, *ctx.input_size), None
-
-
-_pool_op.register_autograd(_op_backward, setup_context=_save_for_op_backward)
+    _pool_op.register_autograd(_op_backward, setup_context=_save_for_op_backward)
 
 
 def max_pool2d(x: Tensor, window: int) -> Tensor:
@@ -206,6 +202,6 @@ def max_pool2d(x: Tensor, window: int) -> Tensor:
                          f'{x.dtype}')
     if not 2 <= window <= MAX_WINDOW:
         raise ValueError(f'max_pool2d takes windows of 2 to {MAX_WINDOW}, got {window}; use F.max_pool2d')
-    if torch.compiler.is_compiling():
+    if is_compiling():
         return _pool_op(x, window)[0]
     return _MaxPool2d.apply(x, window)

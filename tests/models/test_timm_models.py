@@ -157,3 +157,13 @@ def test_grad_checkpointing_and_the_kernel_switch_reach_the_backbone():
     assert model.backbone.with_cp
     model.set_grad_checkpointing(False)
     assert not model.backbone.with_cp
+
+
+def test_pretrained_without_its_file_names_the_file_and_how_to_give_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r'vanillanet_5: pretrained=True loads the weights file '
+                                                r'vanillanet_5.pth, which does not exist \(nothing is downloaded\)'):
+        timm.create_model('vanillanet_5', pretrained=True)
+    with pytest.raises(FileNotFoundError, match=r"elsewhere/v5.pth, which does not exist.*pretrained_cfg_overlay="
+                                                r"dict\(file='PATH/TO/vanillanet_5.pth'\)"):
+        timm.create_model('vanillanet_5', pretrained=True, pretrained_cfg_overlay=dict(file='elsewhere/v5.pth'))

@@ -1,19 +1,24 @@
 """One config trained over several seeds in a few variants, in parallel processes, and a final metric compared.
 
-Made for issue 11's "same learning" target: the tiny synthetic RetinaNet must reach the same box mAP with the Triton
-depthwise kernel on and off, within 0.02. One run of each says little there, as runs that differ only in their seed
-spread by more than that. So every variant trains with the same seeds, and the gap is taken seed by seed (paired:
-both runs of a seed share their initial weights and data order) with a 95% confidence interval of its mean.
+    python benchmarks/seed_sweep.py configs/retinanet_vanillanet_tiny_synthetic.py --seeds 0 1 2 3 --jobs 8 \\
+        --within 0.02 [--work-dir work_dirs/seed_sweep] [--metric coco/bbox_mAP] [--cfg-options KEY=VALUE ...]
+
+By default the variants are the series activation's Triton kernel on and off (``model.backbone.fast_dwconv``): does
+the tiny synthetic RetinaNet reach the same box mAP either way, within 0.02? One run of each says little there, as
+runs that differ only in their seed spread by more than that. So every variant trains with the same seeds, and the
+gap is taken seed by seed (paired: both runs of a seed share their initial weights and data order) with a 95%
+confidence interval of its mean. Other variants: ``--variant NAME KEY=VALUE ...`` (repeat it; at least two).
 
 Each run is ``tools/train.py CONFIG --work-dir WORK/<variant>/seed<S> --resume --cfg-options randomness.seed=S
 <the variant's options> <the common options>``, its output in ``train.log`` there. A finished run leaves a file
 ``finished`` and is not trained again (its metric is read from its logs), and an unfinished one resumes from its last
 checkpoint, so a sweep cut short (a time limit) goes on where it stopped when run again. Each run's arguments are
 kept in ``command.json``: a work dir that holds runs of other arguments is refused before anything trains, so no
-figure mixes two settings.
+figure mixes two settings. Runs from a checkout of the repository (it trains through ``tools/train.py``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -26,12 +31,14 @@ from pathlib import Path
 
 from scipy.stats import t as student_t  # scipy comes with mmdet
 
+from mmvanilla.runner import clear_errors
+
 __all__ = ['SweepRun', 'format_sweep_markdown', 'last_logged_value', 'plan_sweep', 'run_sweep', 'summarize_sweep',
            'variants_from_args']
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The variants of the question this module was made for: the series activation's kernel on and off.
+#: The default variants: the series activation's kernel on and off.
 KERNEL_ON_OFF = {'kernel': ['model.backbone.fast_dwconv=True'], 'pytorch': ['model.backbone.fast_dwconv=False']}
 
 
@@ -203,3 +210,26 @@ def format_sweep_markdown(summary: dict, within: float | None = None) -> str:
                        f'{"shown" if bound <= within else "not shown"}: the 95% interval allows gaps up to {bound:.4f}')
             lines.append(f'{row["variant"]} vs {first} within {within}: {verdict}')
     return '\n'.join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3])
+    parser.add_argument('--variant', nargs='+', action='append', metavar=('NAME', 'KEY=VALUE'),
+                        help='a variant: its name, then its --cfg-options (default: the kernel on and off)')
+    parser.add_argument('--metric', default='coco/bbox_mAP', help='the logged value compared (its last one)')
+    parser.add_argument('--jobs', type=int, default=1, help='runs at a time')
+    parser.add_argument('--within', type=float, help='say whether the gap is shown within this, at 95%%')
+    parser.add_argument('--work-dir', default='work_dirs/seed_sweep')
+    parser.add_argument('--cfg-options', nargs='+', default=[], help='options for every run')
+    args = parser.parse_args()
+    with clear_errors():
+        runs = plan_sweep(args.config, args.seeds, variants_from_args(args.variant), args.work_dir, args.cfg_options)
+        summary = summarize_sweep(run_sweep(runs, args.metric, args.jobs))
+    Path(args.work_dir, 'summary.json').write_text(json.dumps(summary, indent=2))
+    print(format_sweep_markdown(summary, args.within))
+
+
+if __name__ == '__main__':
+    main()

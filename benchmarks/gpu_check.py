@@ -1,27 +1,39 @@
-"""Issue 11's GPU checks, planned to fit one short lease of a GPU machine (``tools/gpu_check.py``).
+"""Checks a GPU node that has no internet access: kernel and model tests, benchmarks and the seed sweep, from a
+wheelhouse prepared on a connected machine, resumable under a job time limit.
 
-A session lent a GPU machine gets about 15 minutes of it, commands of at most 10 minutes, and a machine without a
-package registry that has Python, torch, Triton and timm but not mmengine, mmdet or mmcv. Set up by hand, the
-environment alone takes half of that (mmcv's CUDA ops: about 6 minutes on 16 cores), so this module runs every
-check that the issue's targets need, in one fixed order, each step once, under a deadline:
+On a machine with a package registry (once; .device/ is ignored by git):
 
-- :func:`prepare_wheels` (here, where a package registry is): what that machine lacks, as wheels for its Python,
-  and mmcv's sources, in ``.device/wheels`` (an ignored folder, to carry);
-- :func:`run_checks` (there): :func:`plan` lists the steps. mmcv builds in the background while the kernels are
+    .venv/bin/python benchmarks/gpu_check.py prepare      # .device/wheels: mmengine, mmdet, ... and mmcv's sources
+
+On the GPU node (copy the checkout with .device/wheels there), once, or again after a time limit cut it short:
+
+    python3 benchmarks/gpu_check.py run --out OUT         # [--deadline 540] [--seeds 4] [--jobs 8] [--epochs 12]
+
+Exit status 0: every step done; 3: the deadline cut the run short, run it again (with the same ``--state``) to
+continue; 1: a step failed (gpu_check.md shows the end of its log; --retry runs failed steps again).
+
+A GPU node's image often has Python, torch, Triton and timm but neither a package registry nor mmengine, mmdet or
+mmcv, and mmcv's CUDA ops take minutes to build (about 6 on 16 cores). So every check runs in one fixed order, each
+step once, under a deadline (a batch job's time limit):
+
+- :func:`prepare_wheels` (where a package registry is): what the node lacks, as wheels for its Python, and mmcv's
+  sources, in ``.device/wheels`` (an ignored folder, to carry);
+- :func:`run_checks` (on the node): :func:`plan` lists the steps. mmcv builds in the background while the kernels are
   tested and timed; the detector steps wait for it. A step still running at the deadline is stopped with its whole
   process group and the run ends; running again continues where it stopped (finished steps are skipped, the seed
-  sweep resumes its runs), as long as the machine and its ``state`` folder are still there.
+  sweep resumes its runs), as long as its ``state`` folder is still there.
 
 After every step the results are copied to ``out``: ``gpu_check.md`` (each step's status and time, the benchmark
 and sweep tables), ``gpu_check.log`` (every step's output), the benchmarks' ``.md``/``.json`` and ``sweep.json``.
 ``quick=True`` runs the same steps on this machine in about a minute (tiny settings, the CPU, no install and no
 build): the tests use it.
 
-Only the standard library is imported here: the run starts before the packages it installs exist, so the tool loads
-this file by its path rather than through ``mmvanilla``'s ``__init__``.
+Only the standard library is imported here: the run starts before the packages it installs exist. It runs from a
+checkout of the repository (it runs the tests, the tools and the configs there).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -39,7 +51,7 @@ __all__ = ['DEVICE_PACKAGES', 'KERNEL_TESTS', 'MODEL_TESTS', 'Step', 'plan', 'pr
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / '.device' / 'wheels'
-#: What the GPU machine lacks for the checks (its image has torch, Triton, timm, numpy, scipy, opencv, pytest ...),
+#: What a GPU node's image often lacks for the checks (it has torch, Triton, timm, numpy, scipy, opencv, pytest ...),
 #: pinned to the versions of the environment that prepares them. mmcv travels as sources: no wheel fits its torch.
 DEVICE_PACKAGES = ('mmengine', 'mmdet', 'pycocotools', 'addict', 'yapf', 'termcolor', 'terminaltables', 'shapely',
                    'platformdirs', 'setuptools')
@@ -70,7 +82,7 @@ class _Deadline(Exception):
 
 
 def prepare_wheels(dest: Path = WHEELS, python_version: str = '3.12') -> list[Path]:
-    """Downloads :data:`DEVICE_PACKAGES` as x86-64 Linux wheels for ``python_version`` (the GPU machine's; pinned
+    """Downloads :data:`DEVICE_PACKAGES` as x86-64 Linux wheels for ``python_version`` (the GPU node's; pinned
     to this environment's versions) and mmcv's sources into ``dest``; returns the files."""
     from importlib.metadata import version
     dest.mkdir(parents=True, exist_ok=True)
@@ -144,26 +156,26 @@ def plan(state: Path, quick: bool = False, wheels: Path = WHEELS, seeds: int = 4
              outputs={state / 'bench_detection/benchmark.md': 'bench_detection.md',
                       state / 'bench_detection/benchmark.json': 'bench_detection.json'}),
         Step('sweep', f'the tiny RetinaNet, kernel on and off, {len(sweep_seeds)} seeds, {sweep_epochs} epochs',
-             _tool('seed_sweep.py', str(ROOT / DETECTOR), '--seeds', *sweep_seeds, '--jobs', str(jobs),
-                   '--within', '0.02', '--work-dir', str(state / 'sweep'), '--cfg-options',
-                   f'train_cfg.max_epochs={sweep_epochs}', f'train_cfg.val_interval={sweep_epochs}',
-                   f'custom_hooks.0.decay_epochs={max(sweep_epochs // 2, 1)}',
-                   'default_hooks.checkpoint.interval=1',  # each epoch kept: a run cut short resumes from it
-                   # an untrained model scores under the threshold: keep every box, so that mAP is computed
-                   *(['train_dataloader.batch_size=4', 'model.test_cfg.score_thr=0.0'] if quick else [])),
+             _python(str(ROOT / 'benchmarks' / 'seed_sweep.py'), str(ROOT / DETECTOR), '--seeds', *sweep_seeds,
+                     '--jobs', str(jobs), '--within', '0.02', '--work-dir', str(state / 'sweep'), '--cfg-options',
+                     f'train_cfg.max_epochs={sweep_epochs}', f'train_cfg.val_interval={sweep_epochs}',
+                     f'custom_hooks.0.decay_epochs={max(sweep_epochs // 2, 1)}',
+                     'default_hooks.checkpoint.interval=1',  # each epoch kept: a run cut short resumes from it
+                     # an untrained model scores under the threshold: keep every box, so that mAP is computed
+                     *(['train_dataloader.batch_size=4', 'model.test_cfg.score_thr=0.0'] if quick else [])),
              cwd=state, needs=['data', *needs_mmcv], outputs={state / 'sweep/summary.json': 'sweep.json'})]
     return steps
 
 
 def _start_mmcv_build(state: Path, wheels: Path) -> Callable[[float, Path], int]:
     """Unpacks mmcv's sources, switches them to C++20 (torch >= 2.10's headers need it) and starts the build in its
-    own session, which outlives this run; ``state/mmcv.rc`` gets its exit code."""
+    own process group, which outlives this run; ``state/mmcv.rc`` gets its exit code."""
 
     def start(left: float, log: Path) -> int:
         sources = sorted(wheels.glob(f'{MMCV}-*.tar.gz'))
         if not sources:
-            raise FileNotFoundError(f'no {MMCV} sources in {wheels}: run `python tools/gpu_check.py prepare` where a '
-                                    'package registry is, and carry .device/wheels')
+            raise FileNotFoundError(f'no {MMCV} sources in {wheels}: run `python benchmarks/gpu_check.py prepare` '
+                                    'where a package registry is, and carry .device/wheels')
         build, rc_file = state / 'mmcv', state / 'mmcv.rc'
         shutil.rmtree(build, ignore_errors=True)
         rc_file.unlink(missing_ok=True)  # an earlier build's exit code must not answer for this one
@@ -283,7 +295,7 @@ def _tail(path: Path, lines: int) -> str:
 
 def _report(steps: Sequence[Step], status: dict, state: Path) -> str:
     logs = state / 'logs'
-    text = ['# GPU checks (tools/gpu_check.py)', '', _tail(logs / 'environment.log', 1), '',
+    text = ['# GPU checks (benchmarks/gpu_check.py)', '', _tail(logs / 'environment.log', 1), '',
             '| step | what | status | seconds | runs |', '|---|---|---|--:|--:|']
     for step in steps:
         record = status.get(step.name)
@@ -323,9 +335,44 @@ def run_checks(state: Path, out: Path, deadline_s: float, quick: bool = False, r
     """Runs :func:`plan`'s steps (see :func:`run_steps`); every step sees the installed packages and the repository
     on ``PYTHONPATH``. ``sizes``: the seed sweep's ``seeds``, ``jobs`` and ``epochs``."""
     if not quick and not sorted(wheels.glob('*.whl')):
-        raise FileNotFoundError(f'no wheels in {wheels}: run `python tools/gpu_check.py prepare` where a package '
-                                'registry is, and carry .device/wheels to the GPU machine')
+        raise FileNotFoundError(f'no wheels in {wheels}: run `python benchmarks/gpu_check.py prepare` where a '
+                                'package registry is, and carry .device/wheels to the GPU node')
     state = state.resolve()
     paths = [str(state / 'site'), str(ROOT), *filter(None, os.environ.get('PYTHONPATH', '').split(os.pathsep))]
     os.environ.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED='1')
     return run_steps(plan(state, quick, wheels, **sizes), state, out, deadline_s, retry)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    prepare = sub.add_parser('prepare', help='download what the GPU node lacks (needs a package registry)')
+    prepare.add_argument('--python-version', default='3.12', help="the GPU node's Python")
+    run = sub.add_parser('run', help='run the checks (on the GPU node)')
+    run.add_argument('--out', required=True, help='where the results go')
+    run.add_argument('--state', default='/tmp/mmvanilla_gpu_check', help='what the run keeps between calls')
+    run.add_argument('--deadline', type=float, default=540, help='seconds; a step still running then is stopped')
+    run.add_argument('--seeds', type=int, default=4, help='seeds of the sweep (kernel on and off each)')
+    run.add_argument('--jobs', type=int, default=8, help='sweep runs at a time')
+    run.add_argument('--epochs', type=int, default=12, help='epochs of each sweep run')
+    run.add_argument('--retry', action='store_true', help='run failed steps again')
+    run.add_argument('--quick', action='store_true', help='this machine, tiny settings, a minute: a smoke test')
+    args = parser.parse_args()
+    try:
+        if args.command == 'prepare':
+            files = prepare_wheels(python_version=args.python_version)
+            print('\n'.join(f'{f.stat().st_size / 2**20:7.2f} MB  {f.relative_to(ROOT)}' for f in files))
+            print('copy the checkout with .device/wheels to the GPU node and run there: '
+                  'python3 benchmarks/gpu_check.py run --out OUT')
+            return 0
+        rc = run_checks(Path(args.state), Path(args.out), args.deadline, quick=args.quick, retry=args.retry,
+                        seeds=args.seeds, jobs=args.jobs, epochs=args.epochs)
+    except (FileNotFoundError, RuntimeError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print((Path(args.out) / 'gpu_check.md').read_text())
+    return rc
+
+
+if __name__ == '__main__':
+    sys.exit(main())
