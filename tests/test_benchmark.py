@@ -58,6 +58,7 @@ def test_cuda_is_refused_with_a_clear_message_when_there_is_no_gpu():
         run_benchmark(quick_settings(device='cuda'))
 
 
+@pytest.mark.slow
 def test_the_tool_refuses_cuda_without_a_traceback(tmp_path):
     if torch.cuda.is_available():
         pytest.skip('a GPU is present')
@@ -65,6 +66,7 @@ def test_the_tool_refuses_cuda_without_a_traceback(tmp_path):
     assert proc.returncode == 2 and 'no CUDA GPU' in proc.stderr and 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_run_measures_every_form_and_writes_markdown_json_and_a_png(tmp_path):
     # A tiny RetinaNet stands in for RetinaNet VanillaNet-13 and ResNet-50; the deploy form is exported to ONNX
     # and timed with onnxruntime.
@@ -107,6 +109,7 @@ def test_a_run_measures_every_form_and_writes_markdown_json_and_a_png(tmp_path):
     assert open(paths['png'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow
 def test_peak_memory_is_measured_in_a_fresh_process_above_the_loaded_model():
     memory = peak_memory(ModelSpec('tiny', 'vanillanet', 'deploy', arch=TINY), batch=1, size=(64, 64), threads=1)
     assert memory['peak_mb'] >= 0 and memory['loaded_mb'] > memory['peak_mb']
@@ -123,6 +126,7 @@ def test_kept_for_backward_counts_each_saved_activation_once_and_no_parameter():
     assert kept_for_backward_mb(forward, linear.parameters()) * 2**20 == 4 * (4 * 8 + 4 * 16 + 4 * 16)
 
 
+@pytest.mark.slow
 def test_the_tool_prints_the_table_and_writes_the_files(tmp_path):
     proc = run_tool('benchmark.py', '--quick', '--threads', '1', '--out-dir', 'out', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -137,6 +141,7 @@ def test_default_settings_cover_the_issue():
     assert str(ROOT)  # the detector configs resolve from the repository, whatever the working directory
 
 
+@pytest.mark.slow
 def test_the_training_benchmark_times_every_part_and_variant():
     result = run_training_benchmark(quick_training_settings())
     dw, = result['depthwise']
@@ -157,6 +162,7 @@ def test_the_training_benchmark_times_every_part_and_variant():
 
 
 
+@pytest.mark.slow
 def test_compiled_backbone_steps_are_rows_of_their_own_with_their_own_reference():
     result = run_training_benchmark(quick_training_settings(parts=('backbone',), compiled=True))
     *eager, compiled = result['backbone']
@@ -180,6 +186,7 @@ def _process_settings():
             inductor_config.freezing)
 
 
+@pytest.mark.slow
 def test_a_run_gives_back_the_threads_tf32_flags_and_inductor_config_it_found():
     before = _process_settings()
     threads = 1 if torch.get_num_threads() != 1 else 2
@@ -207,6 +214,7 @@ def test_run_settings_turn_tf32_off_on_a_gpu_and_give_everything_back_even_on_er
         matmul.fp32_precision = original[2]
 
 
+@pytest.mark.slow
 def test_compile_model_freezes_the_weights_without_touching_the_global_inductor_config(monkeypatch):
     import torch._inductor.freezing as freezing
     kept_inputs = []

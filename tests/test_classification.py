@@ -7,6 +7,8 @@ from mmvanilla.datasets import generate_synthetic_image_folder
 
 from .conftest import ROOT, run_tool
 
+pytestmark = pytest.mark.slow
+
 CONFIG = str(ROOT / 'configs/vanillanet_tiny_synthetic_cls.py')
 
 

@@ -21,6 +21,7 @@ def test_there_are_configs():
     assert 'configs/vanillanet5_imagenet.py' in CLASSIFICATION
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', DETECTION)
 def test_neck_in_channels_are_the_backbone_out_channels(path):
     cfg = Config.fromfile(path)
@@ -120,6 +121,7 @@ def test_every_config_has_a_deploy_config_and_no_other():
     assert sorted(glob.glob('configs/deploy/*.py')) == sorted(deploy_config(c) for c in CONFIGS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', CONFIGS)
 def test_a_deploy_config_is_its_config_with_the_vanillanet_in_deploy_form(path):
     expected = Config.fromfile(path).to_dict()
@@ -128,6 +130,7 @@ def test_a_deploy_config_is_its_config_with_the_vanillanet_in_deploy_form(path):
     assert Config.fromfile(deploy_config(path)).to_dict() == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', CONFIGS)
 def test_a_deploy_config_builds_the_deploy_form(path):
     # On the meta device: VanillaNet-13 detectors would take seconds to allocate and initialize on the CPU. The
@@ -140,6 +143,7 @@ def test_a_deploy_config_builds_the_deploy_form(path):
     assert list(model.state_dict()) == list(converted_form.state_dict())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', [c for c in CONFIGS if '_tiny_synthetic' in c])
 def test_a_deploy_config_has_the_keys_of_its_trained_model_after_switch_to_deploy(path):
     with DefaultScope.overwrite_default_scope('mmdet'):

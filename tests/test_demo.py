@@ -15,6 +15,7 @@ from mmvanilla.demo import StageDisplay, StageFailed, progress_of, run_stage, st
 from .conftest import ROOT
 
 
+@pytest.mark.slow
 def test_the_main_job_runs_end_to_end(tmp_path):
     # Sets of other sizes where `make demo` keeps its own: the quick run must neither fail on them nor touch them.
     generate_synthetic_coco(tmp_path / 'data/synthetic_coco', num_train=2, num_val=1)

@@ -27,6 +27,7 @@ def matched(boxes_a, scores_a, labels_a, boxes_b, scores_b, labels_b):
     return True
 
 
+@pytest.mark.slow
 def test_a_trained_detector_gives_the_same_detections_in_deploy_form(tiny_detection_run):
     cfg = Config.fromfile(RETINANET)
     cfg.model.test_cfg.score_thr = 0.0
@@ -63,6 +64,7 @@ def test_switch_to_deploy_needs_vanillanet_layers():
         switch_to_deploy(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_the_tool_converts_the_ema_weights_when_the_checkpoint_has_them(tmp_path):
     cfg = Config.fromfile(RETINANET)
     with DefaultScope.overwrite_default_scope('mmdet'):
@@ -90,6 +92,7 @@ def test_the_tool_converts_the_ema_weights_when_the_checkpoint_has_them(tmp_path
     assert all(torch.allclose(saved['state_dict'][k], v) for k, v in expected.items())
 
 
+@pytest.mark.slow
 def test_the_tool_names_a_bad_checkpoint_and_writes_nothing(tiny_detection_run, tmp_path):
     cfg = Config.fromfile(RETINANET)
     out = tmp_path / 'out.pth'
@@ -106,6 +109,7 @@ def test_the_tool_names_a_bad_checkpoint_and_writes_nothing(tiny_detection_run, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_lambda_of_a_checkpoint_is_recoverable(tiny_detection_run):
     cfg = Config.fromfile(RETINANET)
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -2,9 +2,12 @@
 import os
 import subprocess
 
+import pytest
 import torch
 
 from .conftest import RETINANET, ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def test_two_cpu_processes_finish_with_the_same_weights(tiny_detection_run):

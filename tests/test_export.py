@@ -45,6 +45,7 @@ def checkpoints(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_a_classifier_exports_its_logits_with_a_dynamic_batch_and_onnxruntime_agrees(tmp_path):
     net = randomize_bns(VanillaNetClassifier(TINY_ARCH, num_classes=10)).eval()
     net.set_act_lambda(1.0)
@@ -59,6 +60,7 @@ def test_a_classifier_exports_its_logits_with_a_dynamic_batch_and_onnxruntime_ag
         assert relative_error(net(x), logits) <= 1e-4
 
 
+@pytest.mark.slow
 def test_export_leaves_the_training_form_model_as_it_was(tmp_path):
     net = VanillaNetClassifier(TINY_ARCH, num_classes=10).train()
     net.set_act_lambda(1.0)
@@ -75,6 +77,7 @@ def test_export_refuses_a_model_below_lambda_one_and_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_failed_onnxruntime_check_writes_nothing_and_keeps_an_earlier_file(tmp_path):
     net = VanillaNetClassifier(TINY_ARCH, num_classes=10)
     net.set_act_lambda(1.0)
@@ -92,6 +95,7 @@ def test_export_refuses_opsets_torch_cannot_write(tmp_path):
         export_onnx(torch.nn.Conv2d(3, 4, 1), tmp_path / 'conv.onnx', input_shape=(1, 3, 8, 8), opset=13)
 
 
+@pytest.mark.slow
 def test_a_model_torch_cannot_export_gets_a_short_error_naming_the_op(tmp_path):
     class FunctionalPool(torch.nn.Module):  # not an nn.AdaptiveMaxPool2d module, so not rewritten
         def forward(self, x):
@@ -109,6 +113,7 @@ def test_adaptive_max_pool_is_rewritten_exactly_in_ops_onnx_has(in_size, out_siz
     assert torch.equal(ExportableAdaptiveMaxPool2d(out_size)(x), torch.nn.AdaptiveMaxPool2d(out_size)(x))
 
 
+@pytest.mark.slow
 def test_a_backbone_with_adaptive_pools_exports(tmp_path):
     # Like the paper's 13_x1_5_ada_pool, which pools to fixed sizes: ONNX has no adaptive max-pool.
     net = VanillaNet(dict(stem_channels=8, widths=[16, 32], strides=[2, 1], pool_sizes=[5, None]), out_indices=(1,))
@@ -117,6 +122,7 @@ def test_a_backbone_with_adaptive_pools_exports(tmp_path):
     assert report['outputs'][0]['shape'] == [1, 32, 5, 5] and report['max_rel_diff'] <= 1e-4
 
 
+@pytest.mark.slow
 def test_the_detectors_backbone_exports_its_multi_scale_features(checkpoints, tmp_path):
     report = export_checkpoint(Config.fromfile(RETINANET), str(checkpoints / 'train.pth'), str(tmp_path / 'b.onnx'),
                                part='backbone', input_size=SHAPE)
@@ -125,6 +131,7 @@ def test_the_detectors_backbone_exports_its_multi_scale_features(checkpoints, tm
     assert report['max_rel_diff'] <= 1e-4 and report['checkpoint_form'] == 'training' and report['reparameterized']
 
 
+@pytest.mark.slow
 def test_retinanet_exports_up_to_its_raw_head_outputs_without_nms(checkpoints, tmp_path):
     cfg = Config.fromfile(RETINANET)
     report = export_checkpoint(cfg, str(checkpoints / 'train.pth'), str(tmp_path / 'det.onnx'), part='head',
@@ -144,6 +151,7 @@ def test_retinanet_exports_up_to_its_raw_head_outputs_without_nms(checkpoints, t
     assert max(relative_error(r, o) for r, o in zip([*cls_scores, *bbox_preds], outputs)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_a_deploy_form_checkpoint_exports_as_it_is(checkpoints, tmp_path):
     report = export_checkpoint(Config.fromfile(RETINANET), str(checkpoints / 'deploy.pth'),
                                str(tmp_path / 'det.onnx'), part='head', input_size=SHAPE)
@@ -174,6 +182,7 @@ def test_a_missing_or_foreign_checkpoint_is_named(checkpoints, tmp_path):
     assert not (tmp_path / 'x.onnx').exists()
 
 
+@pytest.mark.slow
 def test_mask_rcnn_has_no_raw_head_outputs_and_its_backbone_exports(tmp_path):
     model = build_model(Config.fromfile(MASK_RCNN))
     set_act_lambda(model, 1.0)
@@ -197,6 +206,7 @@ def test_a_classification_model_exports_its_network_and_a_classifier_has_no_dete
             select_part(net, part)
 
 
+@pytest.mark.slow
 def test_the_tool_exports_checks_and_refuses_lambda_below_one(checkpoints, tmp_path):
     proc = run_tool('export_onnx.py', RETINANET, str(checkpoints / 'train.pth'), '--out', 'det.onnx', '--shape',
                     '64', '64', '--part', 'head', cwd=tmp_path)
@@ -263,6 +273,7 @@ def test_mask_rcnn_exports_end_to_end_and_onnxruntime_detects_what_mmdet_does_at
     onnxruntime_matches_mmdet(model, tmp_path / 'det.onnx', OTHER_INPUTS, masks=True)
 
 
+@pytest.mark.slow
 def test_a_detector_whose_post_processing_does_not_export_is_refused_before_exporting(checkpoints, tmp_path):
     cfg = Config.fromfile(RETINANET)
     cfg.model.test_cfg.nms = dict(type='soft_nms', iou_threshold=0.5)

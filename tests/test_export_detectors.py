@@ -39,6 +39,7 @@ def padded_batch(seed: int = 0):
     return x, shapes, samples
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', list(CONFIGS))
 def test_the_module_gives_exactly_mmdets_predictions(name):
     torch.manual_seed(0)  # random weights (deploy form): many overlapping detections of all classes, a hard case
@@ -87,6 +88,7 @@ class Operators(torch.nn.Module):
         return aligned, torch.ops.mmvanilla.non_max_suppression(boxes, scores, 0.5)
 
 
+@pytest.mark.slow
 def test_the_operators_export_as_onnx_roialign_and_nonmaxsuppression_and_agree(tmp_path):
     import onnx
     import onnxruntime as ort

@@ -24,6 +24,7 @@ def test_a_missing_optional_package_names_the_extra_that_installs_it():
     assert require('json', 'reading JSON').dumps([]) == '[]'
 
 
+@pytest.mark.slow
 def test_the_tools_say_which_extra_a_missing_package_comes_with(tmp_path):
     # onnxruntime made unimportable, as in an environment installed without the deploy extra.
     (tmp_path / 'sitecustomize.py').write_text('import sys\nsys.modules["onnxruntime"] = None\n')

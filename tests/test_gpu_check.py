@@ -19,6 +19,8 @@ from mmvanilla.benchmark import TrainingSettings
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 
 def run_gpu_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Runs ``benchmarks/gpu_check.py`` as a user would, from ``cwd``."""

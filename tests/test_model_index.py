@@ -56,6 +56,7 @@ def test_mmengine_reads_every_metafile_of_the_index():
     assert _get_cfg_metainfo(str(mim), 'retinanet_vanillanet13_coco.py')['Name'] == 'retinanet_vanillanet13_coco'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('base, expect', [
     ('mmvanilla::deploy/retinanet_vanillanet13_coco_deploy.py', 'True 3'),
     ('mmvanilla::_base_/models/retinanet_vanillanet13.py', 'False 3')])

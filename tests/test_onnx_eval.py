@@ -93,6 +93,7 @@ def test_files_that_are_not_end_to_end_detectors_are_refused_with_the_fix(tmp_pa
     assert (tmp_path / 'metrics.json').read_text() == '{}'
 
 
+@pytest.mark.slow
 def test_the_tool_says_what_is_wrong_in_one_line(tmp_path):
     proc = run_tool('test_onnx.py', RETINANET, 'missing.onnx', cwd=tmp_path)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr

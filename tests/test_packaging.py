@@ -15,6 +15,8 @@ from packaging.requirements import Requirement
 
 from mmvanilla.cli import TOOLS
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -147,7 +149,6 @@ def test_a_users_config_inherits_a_packed_config_after_pip_install(site, base, t
     assert proc.stdout.splitlines()[-1].split() == ['True', 'VanillaNet', '3', '[1024,', '2048,', '4096]']
 
 
-@pytest.mark.slow
 def test_the_installed_tools_and_the_main_job_run_from_outside_the_checkout(site, tmp_path):
     script = textwrap.dedent('''
         import contextlib, io, sys

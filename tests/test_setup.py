@@ -8,6 +8,8 @@ import torch
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 
 def mmcv_ops(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / 'tools/mmcv_ops.py'), *args], capture_output=True, text=True,

@@ -21,6 +21,7 @@ def run_sweep_tool(*args: str, cwd) -> subprocess.CompletedProcess:
                           env=dict(os.environ, PYTHONUNBUFFERED='1'), capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_every_variant_trains_with_every_seed_in_its_own_resumable_work_dir(tmp_path):
     (tmp_path / 'cfg.py').touch()
     runs = plan_sweep(tmp_path / 'cfg.py', [0, 7], {'a': ['x=1'], 'b': []}, tmp_path, ['y=2'])
@@ -48,6 +49,7 @@ def test_variants_default_to_the_kernel_on_and_off_and_need_distinct_names():
         variants_from_args([['a', 'x=1'], ['a', 'x=2']])
 
 
+@pytest.mark.slow
 def test_a_missing_config_is_named_before_anything_runs(tmp_path):
     proc = run_sweep_tool('nope.py', '--work-dir', 'sweep', cwd=tmp_path)
     assert proc.returncode == 2 and 'config nope.py not found' in proc.stderr and 'Traceback' not in proc.stderr
@@ -81,6 +83,7 @@ def test_the_last_logged_value_wins_across_resumed_runs(tmp_path):
         last_logged_value(tmp_path, 'accuracy/top1')
 
 
+@pytest.mark.slow
 def test_the_tool_pairs_kernel_on_and_off_by_seed_reuses_finished_runs_and_never_mixes_settings(tiny_detection_run):
     run = tiny_detection_run
     args = [run['config'], '--seeds', '0', '1', '--jobs', '2', '--within', '0.02', '--work-dir', 'sweep',

@@ -2,12 +2,15 @@
 import json
 import re
 
+import pytest
 import torch
 from mmengine.config import Config
 
 from mmvanilla.apis import build_model
 
 from .conftest import run_tool
+
+pytestmark = pytest.mark.slow
 
 # A model trained for 8 iterations scores below the usual 0.05 threshold; keep every box so COCO mAP is computed.
 ALL_BOXES = 'model.test_cfg.score_thr=0.0'
@@ -41,13 +44,17 @@ def test_reparameterized_checkpoint_loads_strictly_and_evaluates_the_same(tiny_d
     deploy_model = build_model(cfg, deploy=True)
     deploy_model.load_state_dict(torch.load(run['cwd'] / 'deploy.pth')['state_dict'], strict=True)
 
+    # A user's config that inherits the packaged deploy config (its settings then build in the mmvanilla scope).
+    (run['cwd'] / 'my_deploy.py').write_text("_base_ = 'mmvanilla::deploy/retinanet_vanillanet_tiny_synthetic_deploy.py'\n")
     maps = {}
-    for name, ckpt, options in [('train', run['trained'], []), ('deploy', 'deploy.pth', ['model.backbone.deploy=True'])]:
-        proc = run_tool('test.py', run['config'], str(ckpt), '--work-dir', f'work_{name}', '--metrics-out',
+    for name, config, ckpt, options in [('train', run['config'], run['trained'], []),
+                                        ('deploy', run['config'], 'deploy.pth', ['model.backbone.deploy=True']),
+                                        ('inherited', 'my_deploy.py', 'deploy.pth', [])]:
+        proc = run_tool('test.py', config, str(ckpt), '--work-dir', f'work_{name}', '--metrics-out',
                         f'{name}.json', '--cfg-options', ALL_BOXES, *options, cwd=run['cwd'])
         assert proc.returncode == 0, proc.stderr[-3000:]
         maps[name] = json.loads((run['cwd'] / f'{name}.json').read_text())['coco/bbox_mAP']
-    assert abs(maps['train'] - maps['deploy']) <= 0.001
+    assert abs(maps['train'] - maps['deploy']) <= 0.001 and maps['inherited'] == maps['deploy']
 
 
 def test_reparameterize_refuses_a_checkpoint_below_lambda_one(tiny_detection_run):

@@ -371,6 +371,7 @@ def test_mmdet2_checkpoint_also_loads_unconverted_through_load_from(tmp_path):
         assert_same(model.backbone(x)[-1], expected[-1])
 
 
+@pytest.mark.slow
 def test_convert_tool_writes_a_strictly_loading_file_and_lists_unmapped_keys(tmp_path):
     config = str(ROOT / 'configs/retinanet_vanillanet_tiny_synthetic.py')
     cfg = Config.fromfile(config)

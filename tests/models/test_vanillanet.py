@@ -245,6 +245,7 @@ def test_with_cp_does_nothing_in_eval_or_without_gradients():
     torch.testing.assert_close(net(x)[0], VanillaNet.forward(net, x)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'channels_last'])
 def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypatch, layout):
     """The Triton max-pool (forced here; on a CPU through Triton's interpreter) against nn.MaxPool2d."""
@@ -283,6 +284,7 @@ def test_the_pooling_kernel_trains_the_same_and_keeps_less_for_backward(monkeypa
 
 
 
+@pytest.mark.slow
 def test_a_compiled_backbone_trains_with_the_kernels_and_the_same_results(monkeypatch):
     """torch.compile keeps both kernels (forced here; on a CPU through Triton's interpreter), as operators."""
     from mmvanilla import ops

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .test_depthwise import needs_triton
+
+pytestmark = pytest.mark.slow
 
 KERNELS = {'_dw_conv_kernel', '_dw_weight_grad_kernel', '_max_pool_kernel', '_max_unpool_kernel'}
 

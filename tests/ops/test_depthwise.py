@@ -70,6 +70,7 @@ def test_matches_conv2d_across_tile_boundaries(shape, kernel):
     check(shape, kernel)
 
 
+@pytest.mark.slow
 @needs_triton
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_half_precision_within_its_rounding(dtype):
@@ -108,6 +109,7 @@ def mmvanilla_ops(graph_module) -> set[str]:
             if str(node.target).startswith('mmvanilla.')}
 
 
+@pytest.mark.slow
 @needs_triton
 def test_torch_compile_keeps_the_kernels_as_operators():
     """Compiled, the convolution is one operator forward and two backward, with the eager values and gradients."""

@@ -75,6 +75,7 @@ def test_it_keeps_one_byte_per_output_for_backward_not_the_input_and_int64_indic
 
 
 
+@pytest.mark.slow
 @needs_triton
 @pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
 def test_torch_compile_keeps_the_kernels_as_operators(layout):
