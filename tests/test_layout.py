@@ -71,9 +71,9 @@ def test_a_lower_floor_imports_nothing_above_it(floor):
     assert not upward, sorted(upward)
 
 
-def readme_layout() -> dict[str, str]:
-    """The README's layout section: path -> its one-line description."""
-    text = (PACKAGE.parent / 'README.md').read_text()
+def documented_layout() -> dict[str, str]:
+    """The layout section of docs/contributing.md: path -> its one-line description."""
+    text = (PACKAGE.parent / 'docs/contributing.md').read_text()
     block = text.split('## Layout', 1)[1].split('```', 2)[1]
     entries = {}
     for line in block.splitlines():
@@ -83,8 +83,8 @@ def readme_layout() -> dict[str, str]:
     return entries
 
 
-def test_the_readme_layout_names_every_module_once_and_nothing_else():
-    entries = readme_layout()
+def test_the_documented_layout_names_every_module_once_and_nothing_else():
+    entries = documented_layout()
     root = PACKAGE.parent
     assert all((root / path).exists() for path in entries), [p for p in entries if not (root / p).exists()]
     assert all(entries.values()), 'every entry says in a line what it holds'
