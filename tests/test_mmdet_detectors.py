@@ -64,6 +64,7 @@ def _outputs(model, data) -> list[torch.Tensor]:
     return flat(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(DETECTORS))
 def test_mmdets_own_detector_trains_with_a_vanillanet_and_reparameterizes_exactly(name):
     config, with_mask, options = DETECTORS[name]

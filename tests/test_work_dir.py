@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mmvanilla.work_dir import LOCK_NAME, WorkDirInUse, check_work_dir_free, hold_work_dir
 
 
@@ -13,6 +15,7 @@ def in_another_process(code: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_held_work_dir_is_refused_by_another_process_with_the_holder_named(tmp_path):
     with hold_work_dir(tmp_path):
         for call in ('check_work_dir_free', 'hold_work_dir'):

@@ -73,6 +73,7 @@ def test_unknown_paramwise_keys_are_refused():
         build(dict(decay_rate=0.6, num_layers=6, decay_type='layer_wise'))(Detector())
 
 
+@pytest.mark.slow
 def test_param_groups_are_plain_dicts_so_that_torch_compile_traces_the_step():
     # mmengine builds the optimizer from a ConfigDict, which makes each group a ConfigDict; dynamo stopped on those
     # ('UserDefinedDictVariable' object has no attribute 'items'), so mmengine's compile=True failed.

@@ -24,6 +24,7 @@ def test_deploy_form_parameter_counts_match_the_paper(arch):
     assert millions == pytest.approx(PAPER_BACKBONE_PARAMS[arch], rel=0.005)
 
 
+@pytest.mark.slow
 def test_every_arch_builds_from_the_registry_with_channels_doubling_per_stage():
     for arch in ARCH_SETTINGS:
         with DefaultScope.overwrite_default_scope('mmdet'):
