@@ -135,7 +135,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
         except OSError as e:
             raise _explained(e, path) from None
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        except KeyboardInterrupt:  # Ctrl-C while cleaning up (just after the rename): clean up, then stop
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
 
 def _explained(error: OSError, path: str) -> OSError:

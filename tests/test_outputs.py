@@ -1,6 +1,8 @@
 """Outputs are checked before the work, never written over an input, and written whole or not at all."""
 import errno
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +91,19 @@ def test_a_missing_input_is_described_as_what_it_is(tmp_path):
         f'file {tmp_path}/dangling.py is a symbolic link to {tmp_path}/gone.py, which does not exist: point it at the '
         'file')
     assert describe_missing(tmp_path, 'checkpoint') == f'checkpoint {tmp_path} is a folder: give the file in it'
+
+
+def test_a_ctrl_c_during_the_cleanup_after_the_rename_still_removes_the_temporary_folder(tmp_path, monkeypatch):
+    rmtree, calls = shutil.rmtree, []
+
+    def interrupted_once(path, **kwargs):  # Ctrl-C lands just as the cleanup starts, the file already in place
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        rmtree(path, **kwargs)
+
+    monkeypatch.setattr(shutil, 'rmtree', interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(tmp_path / 'epoch_1.pth') as tmp:
+            Path(tmp).write_text('weights')
+    assert os.listdir(tmp_path) == ['epoch_1.pth'] and len(calls) == 2
