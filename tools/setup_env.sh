@@ -102,7 +102,12 @@ if [[ -z "$wheel" ]]; then
     grep -q 'c++17' "$src/setup.py" || fail "mmcv's setup.py no longer mentions c++17: update the patch in $0"
     sed -i 's/c++17/c++20/g' "$src/setup.py"
   fi
+  # CFLAGS replaces Python's own compile flags (-O3 -DNDEBUG ...): keep them, less the debug information.
+  cflags="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS"))') ${CFLAGS:-} -g0"
+  # tools/pch_cxx.sh parses ATen's headers once for all sources; -g0 leaves out debug information. Together they
+  # take the build from about 13 s a source to about 2.5 (one core), with the same code.
   if ! (cd "$src" && env "${build_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        MMVANILLA_CXX="${CXX:-c++}" CXX="$ROOT/tools/pch_cxx.sh" CFLAGS="$cflags" \
         "$VENV/bin/python" -m pip wheel --no-deps --no-build-isolation -w "$build/dist" . > "$build/build.log" 2>&1); then
     tail -n 40 "$build/build.log" >&2
     fail "mmcv $MMCV failed to build against torch $TORCH for $target (full log: $build/build.log)"
