@@ -13,11 +13,16 @@ setup:
 demo: setup
 	$(PY) tools/demo.py
 
+# The suite runs on every core (pytest-xdist), each test file whole in one worker process, so that a module's
+# fixtures are built once; each worker builds the session fixtures of its files. WORKERS=0: all in one process.
+WORKERS ?= auto
+PYTEST = $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q --durations=15
+	$(PYTEST) --durations=15
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # What the oldest stack must pass: the models, hooks, checkpoints (and their reading without torch's allowlist),
 # re-parameterization, export (refused there in one line), a tiny RetinaNet trained, tested and re-parameterized
@@ -30,4 +35,4 @@ OLDEST_TESTS := tests/models tests/engine tests/test_checkpoint.py tests/test_we
 
 test-oldest:
 	@$(MAKE) --no-print-directory setup STACK=oldest
-	$(VENV_oldest)/bin/python -m pytest -q $(OLDEST_TESTS)
+	$(VENV_oldest)/bin/python -m pytest -q -n $(WORKERS) --dist loadfile $(OLDEST_TESTS)
