@@ -107,10 +107,13 @@ def test_results_are_copied_to_out_and_tables_put_in_the_report(tmp_path):
 def test_the_plan_tests_and_times_the_kernels_while_mmcv_builds_then_the_detectors(tmp_path):
     steps = plan(tmp_path, wheels=tmp_path)
     assert [s.name for s in steps] == ['environment', 'install', 'mmcv-build', 'data', 'tests-kernels',
-                                       'bench-kernels', 'mmcv', 'tests-models', 'bench-detection', 'sweep']
+                                       'compile-kernels', 'bench-kernels', 'mmcv', 'tests-models', 'bench-detection',
+                                       'sweep']
     by_name = {s.name: s for s in steps}
     assert all('mmcv' in by_name[name].needs for name in ('tests-models', 'bench-detection', 'sweep'))
-    assert not {'mmcv', 'mmcv-build'} & {n for s in ('tests-kernels', 'bench-kernels') for n in by_name[s].needs}
+    assert not {'mmcv', 'mmcv-build'} & {n for s in ('tests-kernels', 'compile-kernels', 'bench-kernels')
+                                          for n in by_name[s].needs}
+    assert by_name['compile-kernels'].command[-3:] == [str(ROOT / 'tests/ops/kernel_compilation.py'), '90', '80']
     for step in steps:  # every tool and test file it names exists
         if not callable(step.command):
             assert all(Path(a).exists() for a in step.command if a.endswith('.py') and '/' in a), step.command

@@ -6,7 +6,8 @@ refuses (a loop variable whose type changes, shapes ``tl.dot`` cannot take, ...)
 
 The launchers (``_conv``, ``_weight_grad``, ``_pool``, ``_unpool``) run on meta tensors of VanillaNet's shapes with
 the kernels' launch replaced by a recorder, so that the tile settings and flags compiled are the ones the launchers
-choose. Run as a script in a process without ``TRITON_INTERPRET``; prints one JSON line per compiled kernel.
+choose. Run as a script in a process without ``TRITON_INTERPRET``, with the targets to compile for (``90 80``: every
+target, the default); prints one JSON line per compiled kernel.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 
 import torch
 
-TARGETS = (90, 80)  # Hopper (H100, H200) and Ampere (A100)
+TARGETS = (90, 80)  # Hopper (H100, H200) and Ampere (A100): every target the kernels are for
 _TYPES = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16', torch.int8: 'i8'}
 
 
@@ -76,20 +77,21 @@ def compile_launch(kernel, args: tuple, kwargs: dict, arch: int) -> dict:
                 options=options, shared_bytes=compiled.metadata.shared, cubin_bytes=len(compiled.asm['cubin']))
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     if os.environ.get('TRITON_INTERPRET', '0') == '1':
         print('run without TRITON_INTERPRET: the interpreter replaces the compiler', file=sys.stderr)
         return 2
+    targets = [int(arch) for arch in argv] or TARGETS
     seen = set()
     for kernel, args, kwargs in recorded_launches():
         key = (kernel.__name__, tuple(_type(a) for a in args), tuple(sorted(kwargs.items())))
         if key in seen:
             continue
         seen.add(key)
-        for arch in TARGETS:
+        for arch in targets:
             print(json.dumps(compile_launch(kernel, args, kwargs, arch)), flush=True)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
