@@ -4,14 +4,16 @@ torch >= 2.4 has a ``weights_only`` loader whose allowlist can be extended (``to
 it is asked for explicitly, since torch < 2.6 loads with ``weights_only=False`` by default. An older torch's
 ``weights_only`` loader takes a fixed list, which refuses mmengine's runner checkpoints (they hold a
 ``HistoryBuffer``); there the file is read by an unpickler that resolves only the globals torch's own list allows
-and the extra ones given, the restriction Python's pickle documentation describes ("Restricting Globals"). Either
-way a file that pickles anything else (a call of ``os.system``) is refused with ``pickle.UnpicklingError``, whose
-message names it as torch's does (``GLOBAL module.name``).
+and the extra ones given, the restriction Python's pickle documentation describes ("Restricting Globals"), through
+every entry point torch may call (``Unpickler``, ``load``, ``loads``). Either way a file that pickles anything else
+(a call of ``os.system``) is refused with ``pickle.UnpicklingError``, whose message names it as torch's does
+(``GLOBAL module.name``).
 """
 from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import io
 import os
 import pickle
 import types
@@ -37,7 +39,8 @@ def _latin1_encode(text: str, encoding: str) -> bytes:
 
 
 def _restricted_pickle_module(extra_globals: Iterable) -> types.ModuleType:
-    """A ``pickle_module`` for ``torch.load`` whose unpickler resolves only allowed globals."""
+    """A ``pickle_module`` for ``torch.load`` whose ``Unpickler``, ``load`` and ``loads`` resolve only allowed
+    globals."""
     from torch._weights_only_unpickler import _get_allowed_globals
     allowed = dict(_get_allowed_globals())
     allowed['_codecs.encode'] = _latin1_encode  # bytes in protocol 2 (numpy arrays): text to latin-1, nothing else
@@ -54,9 +57,14 @@ def _restricted_pickle_module(extra_globals: Iterable) -> types.ModuleType:
                                              'checkpoint')
             return found
 
+    def load(file, **kwargs):
+        return Unpickler(file, **kwargs).load()
+
+    def loads(data, /, **kwargs):
+        return Unpickler(io.BytesIO(data), **kwargs).load()
+
     module = types.ModuleType('mmvanilla_restricted_pickle')
-    module.Unpickler = Unpickler
-    module.__dict__.update({name: getattr(pickle, name) for name in ('load', 'loads', 'UnpicklingError')})
+    module.__dict__.update(Unpickler=Unpickler, load=load, loads=loads, UnpicklingError=pickle.UnpicklingError)
     return module
 
 

@@ -2,6 +2,7 @@
 through torch's extensible allowlist where it has one, else through a restricted unpickler, which is tested here
 on this torch too."""
 import argparse
+import io
 import os
 import pickle
 
@@ -57,3 +58,16 @@ def test_getattr_resolves_only_history_buffer_statistics(loader, tmp_path):
     torch.save(dict(meta=Sneaky()), tmp_path / 'sneaky.pth')
     with pytest.raises(pickle.UnpicklingError, match=r"refusing getattr.*'__init__'"):
         loader(tmp_path / 'sneaky.pth')
+
+
+@pytest.mark.parametrize('entry', ['load', 'loads', 'Unpickler'])
+def test_every_entry_point_of_the_restricted_unpickler_refuses_code(tmp_path, entry):
+    marker = tmp_path / 'pwned'
+    payload = pickle.dumps(Exploit(marker), protocol=2)
+    module = weights_only._restricted_pickle_module(safe_globals())
+    read = dict(load=lambda: module.load(io.BytesIO(payload), encoding='utf-8'),  # as torch calls them
+                loads=lambda: module.loads(payload, encoding='utf-8'),
+                Unpickler=lambda: module.Unpickler(io.BytesIO(payload), encoding='utf-8').load())[entry]
+    with pytest.raises(pickle.UnpicklingError, match=r'GLOBAL posix\.system'):
+        read()
+    assert not marker.exists()
