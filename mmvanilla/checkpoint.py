@@ -1,13 +1,14 @@
 """Checkpoint files: reading them with clear errors, the ``weights_only`` allowlist, saving, what they hold,
 and the conversion of the paper's files.
 
-:func:`read_checkpoint` is the one place a checkpoint file is read: an empty, truncated or foreign file, or one
-that pickles code, is refused with one line that names the file, the cause and what to do. :func:`save_checkpoint`
-writes whole files only (temporary name, then rename). :func:`is_complete_checkpoint` tells cheaply whether a file
-was written whole. :func:`describe_checkpoint`, :func:`state_dict_from_checkpoint` and :func:`is_deploy_checkpoint`
-say what a loaded checkpoint holds; :func:`fit_of` how it fits a model (:func:`mmvanilla.apis.check_checkpoint_fits`
-builds the model from a config). :func:`convert_checkpoint_file` reads a file of the paper's code and writes it in
-our names (the key mapping itself is :mod:`mmvanilla.models.official`).
+:func:`read_checkpoint` is the one place a checkpoint file is read: an empty, truncated or foreign file, one that
+pickles code, one in torch's legacy format, a TorchScript archive, or a pickle made to hang its loader is refused
+with one line that names the file, the cause and what to do. :func:`save_checkpoint` writes whole files only
+(temporary name, then rename). :func:`is_complete_checkpoint` tells cheaply whether a file was written whole.
+:func:`describe_checkpoint`, :func:`state_dict_from_checkpoint` and :func:`is_deploy_checkpoint` say what a loaded
+checkpoint holds; :func:`fit_of` how it fits a model (:func:`mmvanilla.apis.check_checkpoint_fits` builds the model
+from a config). :func:`convert_checkpoint_file` reads a file of the paper's code and writes it in our names (the key
+mapping itself is :mod:`mmvanilla.models.official`).
 
 Safe loading (``weights_only``, asked for explicitly: torch < 2.6 does not default to it; on torch < 2.4, whose
 allowlist is fixed, through :mod:`mmvanilla.weights_only`):
@@ -41,7 +42,7 @@ from mmengine.logging import HistoryBuffer
 
 from .models.official import convert_official_checkpoint
 from .outputs import atomic_output, check_output, describe_missing
-from .weights_only import ALLOWLIST_EXTENSIBLE, load_weights_only
+from .weights_only import ALLOWLIST_EXTENSIBLE, RefusedCheckpoint, load_weights_only
 
 __all__ = ['CheckpointFit', 'check_finite', 'compare_keys', 'convert_checkpoint_file', 'describe_checkpoint', 'fit_of',
            'history_buffer_getattr', 'is_complete_checkpoint', 'is_deploy_checkpoint', 'read_checkpoint',
@@ -97,7 +98,8 @@ _ANOTHER_CHECKPOINT = 'use a checkpoint written by mmengine\'s runner or torch.s
 
 def is_complete_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``path`` was written whole, judged cheaply from its end: torch's zip format ends with a directory of
-    its entries, which a save cut short never wrote. Files in torch's legacy (non-zip) format count as complete.
+    its entries, which a save cut short never wrote. Files in torch's legacy (non-zip) format count as complete:
+    :func:`read_checkpoint` refuses them, saying why.
 
     Example:
         >>> import tempfile
@@ -129,7 +131,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file is empty, truncated, not a PyTorch checkpoint dict, or pickles something other than
-            tensors and training state (refused: loading it could run code).
+            tensors and training state (refused: loading it could run code); or it is in torch's legacy format, a
+            TorchScript archive, or a pickle too large or too deep to load
+            (:func:`~mmvanilla.weights_only.check_checkpoint_file`).
     """
     path = os.fspath(path)
     if not osp.isfile(path):
@@ -142,6 +146,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                          f'cut short or the copy is partial; {_ANOTHER_CHECKPOINT}')
     try:
         checkpoint = load_weights_only(path, safe_globals())
+    except RefusedCheckpoint as e:
+        raise ValueError(f'{e}; {_ANOTHER_CHECKPOINT}') from None
     except pickle.UnpicklingError as e:
         refused = _REFUSED_GLOBAL.search(str(e))
         if refused:

@@ -117,9 +117,9 @@ def bad_files(tmp_path) -> dict:
 
 @pytest.mark.parametrize('kind, message', [
     ('empty', r'empty.pth is empty \(0 bytes\): its saving was cut short'),
-    ('random', r'random.pth is not a PyTorch checkpoint \(unreadable pickle'),
+    ('random', r'random.pth is not a PyTorch checkpoint \(not a zip archive, as torch.save writes\)'),
     ('truncated', r'truncated.pth is incomplete \(the end of its zip archive is missing\)'),
-    ('text', r'notes.pth is not a PyTorch checkpoint \((KeyError|unreadable pickle)'),
+    ('text', r'notes.pth is not a PyTorch checkpoint \(not a zip archive, as torch.save writes\)'),
     ('tensor', r'tensor.pth holds a Tensor, not a checkpoint dict'),
 ])
 def test_a_file_that_is_no_checkpoint_is_named_with_the_cause_and_the_fix(tmp_path, kind, message):
@@ -136,6 +136,35 @@ def test_a_checkpoint_that_pickles_code_is_refused_by_name_and_never_run(tmp_pat
         read_checkpoint(path)
     assert 'weights_only=False' not in str(error.value) and 'Do not load this file' in str(error.value)
     assert not (tmp_path / 'pwned').exists()
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit:FutureWarning')  # deprecated, still what writes archives
+@pytest.mark.parametrize('kind, message', [
+    ('legacy', r"refused to load checkpoint .*legacy.pth: it is in torch's legacy format \(written by torch < 1.6 or "
+               r'with _use_new_zipfile_serialization=False\), which is unpickled before anything in it can be checked. '
+               'Re-save it with torch.save on a current torch after loading it only if you trust it'),
+    ('scripted', r'refused to load checkpoint .*scripted.pth: it is a TorchScript archive \(torch.jit.save\), not a '
+                 'checkpoint: loading it runs its code. Load it with torch.jit.load only if you trust it'),
+    ('bomb', r'refused to load checkpoint .*bomb.pth: its pickle expands to more than 100,000,000 objects once its '
+             'shared references are followed, far more than any checkpoint holds; loading it could take hours. '
+             'Do not load this file'),
+])
+def test_a_file_whose_loading_could_run_code_or_hang_is_refused_by_its_kind(tmp_path, kind, message):
+    path = tmp_path / f'{kind}.pth'
+    if kind == 'legacy':
+        torch.save({'state_dict': {'w': torch.ones(2)}}, path, _use_new_zipfile_serialization=False)
+    elif kind == 'scripted':
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    else:
+        shared = ()
+        for _ in range(30):
+            shared = (shared, shared)  # 2**31 tuples in 1 KB of pickle
+        torch.save({'meta': shared}, path)
+    with pytest.raises(ValueError, match=message) as error:
+        read_checkpoint(path)
+    assert str(error.value).endswith("; use a checkpoint written by mmengine's runner or torch.save (e.g. an earlier "
+                                     'epoch_N.pth)')
+    assert '\n' not in str(error.value)
 
 
 def test_completeness_is_told_from_the_end_of_the_file(tmp_path):
