@@ -13,6 +13,8 @@ if not torch.cuda.is_available():
 
 from mmengine.registry import DefaultScope  # noqa: E402
 
+from .tool_server import ToolServer  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,11 +35,29 @@ def mmdet_scope():
 RETINANET = str(ROOT / 'configs/retinanet_vanillanet_tiny_synthetic.py')
 
 
+_tool_server: ToolServer | None = None
+
+
 def run_tool(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Runs ``tools/<tool>`` as a user would, from ``cwd``; returns the finished process (output captured)."""
+    """Runs ``tools/<tool>`` as a user would, from ``cwd``, in a process of its own; returns the finished process
+    (output captured). The process is forked from :mod:`tests.tool_server`'s, which imported torch, mmdet and
+    mmvanilla once for the whole test process."""
+    global _tool_server
+    command = [sys.executable, str(ROOT / 'tools' / tool), *args]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    return subprocess.run([sys.executable, str(ROOT / 'tools' / tool), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    if _tool_server is None:
+        _tool_server = ToolServer()
+    if _tool_server.serves(command, env):
+        return _tool_server.run(command, cwd=cwd, env=env, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def tool_server():
+    """Ends :func:`run_tool`'s server with the test process."""
+    yield
+    if _tool_server is not None:
+        _tool_server.stop()
 
 
 @pytest.fixture(scope='session')

@@ -127,7 +127,7 @@ def test_a_file_that_is_no_checkpoint_is_named_by_every_tool(tiny_detection_run,
     work = ['--work-dir', str(tmp_path / 'work')]
     for tool, args, name, fragment in (
             ('test.py', [run['config'], str(bad / 'random.pth')], 'random.pth',
-             'is not a PyTorch checkpoint (unreadable pickle'),
+             'is not a PyTorch checkpoint (not a zip archive'),
             ('convert_checkpoint.py', [str(bad / 'random.pth'), str(tmp_path / 'out.pth')], 'random.pth',
              'is not a PyTorch checkpoint'),
             ('train.py', [run['config'], *work, '--resume', str(bad / 'empty.pth')], 'empty.pth',
