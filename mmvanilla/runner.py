@@ -25,6 +25,7 @@ import time
 import torch
 from mmengine.config import Config
 from mmengine.dist import master_only
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
@@ -149,8 +150,39 @@ def use_cpu_distributed(cfg: Config) -> None:
         cfg.sync_bn = None
 
 
+class KeepUntilSavedCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook``, removing a checkpoint past ``max_keep_ckpts`` (or the previous best one) only
+    once the new checkpoint is saved and ``last_checkpoint`` names it.
+
+    mmengine's removes the oldest checkpoint first, then saves: with ``max_keep_ckpts=1``, a run stopped during the
+    save (Ctrl-C, a job time limit, a full disk) is left with no checkpoint at all. Here the same files are removed,
+    after the save; a run stopped before that keeps one more checkpoint than asked, never one fewer.
+    """
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        with self._removals_after_the_save():
+            super()._save_checkpoint_with_step(runner, step, meta)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        with self._removals_after_the_save():
+            super()._save_best_checkpoint(runner, metrics)
+
+    @contextlib.contextmanager
+    def _removals_after_the_save(self):
+        backend, removals = self.file_backend, []
+        backend.remove = lambda path: removals.append((type(backend).remove, path))
+        backend.rmtree = lambda path: removals.append((type(backend).rmtree, path))
+        try:
+            yield  # an exception here (the save interrupted or failed) skips the removals
+        finally:
+            del backend.remove, backend.rmtree
+        for remove, path in removals:
+            remove(backend, path)
+
+
 class AtomicCheckpointRunner(Runner):
-    """mmengine's ``Runner``, writing each checkpoint whole: to a temporary name beside it, renamed when complete.
+    """mmengine's ``Runner``, writing each checkpoint whole: to a temporary name beside it, renamed when complete,
+    and removing old checkpoints only after that (:class:`KeepUntilSavedCheckpointHook`).
 
     mmengine writes ``epoch_N.pth`` in place, then ``last_checkpoint``; a run stopped in between (Ctrl-C, a job
     time limit) leaves half a file under a whole file's name. Here ``epoch_N.pth`` only ever appears complete.
@@ -164,6 +196,15 @@ class AtomicCheckpointRunner(Runner):
         os.makedirs(out_dir, exist_ok=True)
         with atomic_output(osp.join(out_dir, filename)) as tmp:
             super().save_checkpoint(osp.dirname(tmp), osp.basename(tmp), *args, **kwargs)
+
+    def register_default_hooks(self, hooks: dict | None = None) -> None:
+        """mmengine's default hooks, with mmengine's ``CheckpointHook`` (the default one too) replaced by
+        :class:`KeepUntilSavedCheckpointHook` with the same settings."""
+        hooks = dict(hooks or {})
+        checkpoint = hooks.get('checkpoint', dict(type='CheckpointHook', interval=1))
+        if isinstance(checkpoint, dict) and checkpoint.get('type') in ('CheckpointHook', CheckpointHook):
+            hooks['checkpoint'] = dict(checkpoint, type=KeepUntilSavedCheckpointHook)
+        super().register_default_hooks(hooks)
 
 
 _CHECKPOINT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')

@@ -43,6 +43,8 @@ MOMENTS = {
     'SIGINT@save:2': 130,
 }
 CTRL_C = 'Ctrl-C when epoch_1.pth appears'
+# The save of epoch_2.pth interrupted where only one checkpoint is kept: epoch_1.pth is still there.
+KEEP_ONE = 'SIGINT@save:2, max_keep_ckpts=1'
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -83,6 +85,8 @@ def interrupted(tmp_path_factory, tiny_coco):
     procs = {fault: _start([str(ROOT / 'tests/faults.py'), fault, *train, '--work-dir', f'work/{fault}', *OPTIONS,
                             'train_cfg.max_epochs=3'], cwd) for fault in MOMENTS}
     procs[CTRL_C] = _start([*train, '--work-dir', 'work/ctrl-c', *OPTIONS, 'train_cfg.max_epochs=50'], cwd)
+    procs[KEEP_ONE] = _start([str(ROOT / 'tests/faults.py'), 'SIGINT@save:2', *train, '--work-dir', 'work/keep-one',
+                              *OPTIONS, 'train_cfg.max_epochs=3', 'default_hooks.checkpoint.max_keep_ckpts=1'], cwd)
     try:
         first = cwd / 'work/ctrl-c/epoch_1.pth'
         deadline = time.monotonic() + 600
@@ -92,11 +96,11 @@ def interrupted(tmp_path_factory, tiny_coco):
     finally:
         runs = {fault: _finish(proc) for fault, proc in procs.items()}
     for fault, run in runs.items():
-        run['work'] = cwd / 'work' / ('ctrl-c' if fault == CTRL_C else fault)
+        run['work'] = cwd / 'work' / {CTRL_C: 'ctrl-c', KEEP_ONE: 'keep-one'}.get(fault, fault)
     return dict(cwd=cwd, runs=runs)
 
 
-@pytest.mark.parametrize('fault', [*MOMENTS, CTRL_C])
+@pytest.mark.parametrize('fault', [*MOMENTS, CTRL_C, KEEP_ONE])
 def test_a_signal_stops_training_naming_the_checkpoint_to_resume_from(interrupted, fault):
     run = interrupted['runs'][fault]
     status = MOMENTS.get(fault, 130)
@@ -107,6 +111,8 @@ def test_a_signal_stops_training_naming_the_checkpoint_to_resume_from(interrupte
     assert len(newest) == 1, run['output'][-3000:]
     saved = sorted(run['work'].glob('epoch_*.pth'), key=lambda p: int(p.stem.split('_')[1]))
     assert newest[0] == str(saved[-1])
+    last = run['work'] / 'last_checkpoint'
+    assert not last.exists() or Path(last.read_text()) in saved
     if fault != CTRL_C:  # stopped at an exact moment: after epoch 1, before epoch 2 was saved
         assert [p.name for p in saved] == ['epoch_1.pth']
     assert 'DataLoader worker' not in run['output']

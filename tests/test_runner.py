@@ -1,13 +1,19 @@
 """What tools/train.py and tools/test.py check before a run (mmvanilla/runner.py), in-process and fast."""
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import CheckpointHook
 
-from mmvanilla.runner import check_model_config, check_pretrained, find_resume_checkpoint, load_config
+from mmvanilla.checkpoint import is_complete_checkpoint
+from mmvanilla.runner import (AtomicCheckpointRunner, KeepUntilSavedCheckpointHook, check_model_config,
+                              check_pretrained, find_resume_checkpoint, load_config)
 
 from .conftest import RETINANET
+from .engine.test_hooks import ToyClassifier, ToyDataset
 
 
 def test_a_backbone_norm_that_cannot_be_folded_is_refused_by_its_setting():
@@ -76,3 +82,56 @@ def test_a_setting_a_vanillanet_does_not_have_is_named_with_the_closest_one():
     with pytest.raises(ValueError, match="model.backbone.act_nun: VanillaNet has no setting 'act_nun'; did you mean "
                                          'act_num\\? its settings are arch, act_num'):
         check_model_config(cfg)
+
+
+def checkpoint_runner(work_dir, max_keep_ckpts: int) -> AtomicCheckpointRunner:
+    """A CPU runner of a toy model, 4 iterations and one checkpoint an epoch, keeping ``max_keep_ckpts``."""
+    loader = dict(batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='default_collate'))
+    return AtomicCheckpointRunner(
+        model=ToyClassifier(), work_dir=str(work_dir), experiment_name=uuid.uuid4().hex,
+        train_dataloader=dict(loader, dataset=ToyDataset(16)), train_cfg=dict(by_epoch=True, max_epochs=3),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=max_keep_ckpts)))
+
+
+@pytest.mark.parametrize('moment', ['writing epoch_2.pth', 'removing epoch_1.pth'])
+@pytest.mark.parametrize('max_keep_ckpts', [1, 2])
+def test_an_interrupted_save_or_rotation_keeps_the_last_complete_checkpoint(moment, max_keep_ckpts, tmp_path,
+                                                                            monkeypatch):
+    runner = checkpoint_runner(tmp_path, max_keep_ckpts)
+    assert isinstance(next(h for h in runner.hooks if isinstance(h, CheckpointHook)), KeepUntilSavedCheckpointHook)
+    saves = []
+    if moment == 'writing epoch_2.pth':
+        real_save = torch.save
+
+        def save_then_stop(obj, f, *args, **kwargs):
+            saves.append(f)
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+            real_save(obj, f, *args, **kwargs)
+        monkeypatch.setattr(torch, 'save', save_then_stop)
+    else:
+        from mmengine.fileio import LocalBackend
+
+        def stop(self, path):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(LocalBackend, 'remove', stop)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    kept = sorted(p.name for p in tmp_path.glob('epoch_*.pth'))
+    if moment == 'writing epoch_2.pth':
+        assert kept == ['epoch_1.pth']
+    elif max_keep_ckpts == 1:
+        assert kept == ['epoch_1.pth', 'epoch_2.pth']  # one more than asked, never one fewer
+    else:
+        assert kept == ['epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth']
+    named = (tmp_path / 'last_checkpoint').read_text()
+    assert Path(named).is_file() and is_complete_checkpoint(named)
+    assert find_resume_checkpoint(str(tmp_path))[0] == str(tmp_path / kept[-1])
+
+
+def test_rotation_removes_what_mmengine_removes_once_the_new_checkpoint_is_saved(tmp_path):
+    checkpoint_runner(tmp_path, max_keep_ckpts=2).train()
+    assert sorted(p.name for p in tmp_path.glob('epoch_*.pth')) == ['epoch_2.pth', 'epoch_3.pth']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_3.pth')

@@ -36,10 +36,12 @@ class ToolServer:
         self.env = dict(os.environ, PYTHONUNBUFFERED='1')
         self.process = subprocess.Popen([sys.executable, __file__, self.address], env=self.env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-        ready = self.process.stdout.readline()
-        if ready.strip() != 'ready':
+        said = []  # what the imports logged (an older torch's fallbacks ...), then 'ready'
+        while not said or said[-1] not in ('ready\n', ''):
+            said.append(self.process.stdout.readline())
+        if said[-1] != 'ready\n':
             self.stop()
-            raise RuntimeError(f'the tool server did not start (it said {ready!r})')
+            raise RuntimeError(f'the tool server did not start: {"".join(said)[-2000:]}')
 
     def serves(self, command: list[str], env: dict) -> bool:
         """Whether :meth:`run` runs ``command`` as ``subprocess.run`` would: a Python script, in the environment the
