@@ -8,7 +8,7 @@
 #                            mmvanilla supports (pyproject.toml's floors).
 #
 # The lock file is a pip constraints file: every install below is held to it, so a fresh machine gets exactly those
-# versions. mmcv has no wheel for these torches; its sdist builds once (about 15 minutes on 2 cores for the CPU ops)
+# versions. mmcv has no wheel for these torches; its sdist builds once (about 3.5 minutes on 2 cores for the CPU ops)
 # with no build isolation, with C++20 for torch >= 2.10's headers. Its ops get CUDA kernels when torch is a CUDA
 # build, nvcc is there to compile them and a GPU to run them (build target "cuda<version>"; MMVANILLA_MMCV_CUDA=1
 # without a GPU, =0 never), else CPU ones only (target "cpu"); see tools/mmcv_ops.py. The wheel is cached outside
@@ -91,7 +91,7 @@ fi
 log "mmcv ops will be built for $target (torch CUDA: $("$VENV/bin/python" -c 'import torch; print(torch.version.cuda)'))"
 wheel=$(ls "$WHEELDIR"/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n1 || true)
 if [[ -z "$wheel" ]]; then
-  log "no cached mmcv wheel in $WHEELDIR: building mmcv $MMCV from source (about 15 minutes on 2 cores for the CPU ops; longer with CUDA kernels)"
+  log "no cached mmcv wheel in $WHEELDIR: building mmcv $MMCV from source (about 3.5 minutes on 2 cores for the CPU ops; longer with CUDA kernels)"
   build=$(mktemp -d)
   "$VENV/bin/python" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
     "mmcv==$MMCV" -d "$build" || fail "could not download the mmcv $MMCV sdist from the package index"
