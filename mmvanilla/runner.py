@@ -169,15 +169,32 @@ class KeepUntilSavedCheckpointHook(CheckpointHook):
 
     @contextlib.contextmanager
     def _removals_after_the_save(self):
-        backend, removals = self.file_backend, []
-        backend.remove = lambda path: removals.append((type(backend).remove, path))
-        backend.rmtree = lambda path: removals.append((type(backend).rmtree, path))
+        if isinstance(self.file_backend, _RemovalsAfterTheSave):  # the best checkpoint's save goes through both
+            yield
+            return
+        backend = self.file_backend = _RemovalsAfterTheSave(self.file_backend)
         try:
             yield  # an exception here (the save interrupted or failed) skips the removals
         finally:
-            del backend.remove, backend.rmtree
-        for remove, path in removals:
-            remove(backend, path)
+            self.file_backend = backend.backend
+        for remove, path in backend.removals:
+            remove(path)
+
+
+class _RemovalsAfterTheSave:
+    """A file back-end that records ``remove`` and ``rmtree`` instead of doing them; the rest it passes on."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.removals = backend, []
+
+    def remove(self, path) -> None:
+        self.removals.append((self.backend.remove, path))
+
+    def rmtree(self, path) -> None:
+        self.removals.append((self.backend.rmtree, path))
+
+    def __getattr__(self, name: str):
+        return getattr(self.backend, name)
 
 
 class AtomicCheckpointRunner(Runner):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.evaluator import Evaluator
 from mmengine.hooks import CheckpointHook
 
 from mmvanilla.checkpoint import is_complete_checkpoint
@@ -13,7 +14,7 @@ from mmvanilla.runner import (AtomicCheckpointRunner, KeepUntilSavedCheckpointHo
                               check_pretrained, find_resume_checkpoint, load_config)
 
 from .conftest import RETINANET
-from .engine.test_hooks import ToyClassifier, ToyDataset
+from .engine.test_hooks import ToyAccuracy, ToyClassifier, ToyDataset
 
 
 def test_a_backbone_norm_that_cannot_be_folded_is_refused_by_its_setting():
@@ -84,15 +85,19 @@ def test_a_setting_a_vanillanet_does_not_have_is_named_with_the_closest_one():
         check_model_config(cfg)
 
 
-def checkpoint_runner(work_dir, max_keep_ckpts: int) -> AtomicCheckpointRunner:
-    """A CPU runner of a toy model, 4 iterations and one checkpoint an epoch, keeping ``max_keep_ckpts``."""
+def checkpoint_runner(work_dir, max_keep_ckpts: int, **checkpoint) -> AtomicCheckpointRunner:
+    """A CPU runner of a toy model, 4 iterations, a validation and one checkpoint an epoch, keeping
+    ``max_keep_ckpts``."""
     loader = dict(batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='default_collate'))
     return AtomicCheckpointRunner(
         model=ToyClassifier(), work_dir=str(work_dir), experiment_name=uuid.uuid4().hex,
-        train_dataloader=dict(loader, dataset=ToyDataset(16)), train_cfg=dict(by_epoch=True, max_epochs=3),
+        train_dataloader=dict(loader, dataset=ToyDataset(16)),
+        train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=1),
+        val_dataloader=dict(loader, dataset=ToyDataset(8)), val_cfg=dict(), val_evaluator=Evaluator(ToyAccuracy()),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=max_keep_ckpts)))
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=max_keep_ckpts,
+                                           **checkpoint)))
 
 
 @pytest.mark.parametrize('moment', ['writing epoch_2.pth', 'removing epoch_1.pth'])
@@ -135,3 +140,11 @@ def test_rotation_removes_what_mmengine_removes_once_the_new_checkpoint_is_saved
     checkpoint_runner(tmp_path, max_keep_ckpts=2).train()
     assert sorted(p.name for p in tmp_path.glob('epoch_*.pth')) == ['epoch_2.pth', 'epoch_3.pth']
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_3.pth')
+
+
+def test_the_best_checkpoint_replaces_the_previous_best_once_saved(tmp_path, monkeypatch):
+    # The accuracy rises every epoch, so each validation saves a new best checkpoint and removes the last one.
+    scores = iter([0.5, 0.6, 0.7])
+    monkeypatch.setattr(ToyAccuracy, 'compute_metrics', lambda self, results: dict(accuracy=next(scores)))
+    checkpoint_runner(tmp_path, max_keep_ckpts=1, save_best='accuracy', rule='greater').train()
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['best_accuracy_epoch_3.pth', 'epoch_3.pth']
