@@ -113,7 +113,7 @@ def test_the_plan_tests_and_times_the_kernels_while_mmcv_builds_then_the_detecto
     assert all('mmcv' in by_name[name].needs for name in ('tests-models', 'bench-detection', 'sweep'))
     assert not {'mmcv', 'mmcv-build'} & {n for s in ('tests-kernels', 'compile-kernels', 'bench-kernels')
                                           for n in by_name[s].needs}
-    assert by_name['compile-kernels'].command[-3:] == [str(ROOT / 'tests/ops/kernel_compilation.py'), '90', '80']
+    assert by_name['compile-kernels'].command[-1] == str(ROOT / 'tests/ops/kernel_compilation.py')  # every target
     for step in steps:  # every tool and test file it names exists
         if not callable(step.command):
             assert all(Path(a).exists() for a in step.command if a.endswith('.py') and '/' in a), step.command
